@@ -1,0 +1,24 @@
+"""Snakemake entry of rule `convert`: validate an archive and write its Zarr store."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(snakemake.scriptdir, os.pardir, "src"))  # noqa: F821
+
+from sensorium_pipeline.convert import convert_archive
+from sensorium_pipeline.download import read_checksum
+from sensorium_pipeline.logs import log_to
+
+smk = snakemake  # noqa: F821
+with log_to(smk.log[0]) as log:
+    options = smk.params.conversion
+    convert_archive(
+        smk.input.archive,
+        smk.output.store,
+        dtype=options["dtype"],
+        chunk_frames=options["chunk_frames"],
+        verify_trials=options["verify_trials"],
+        sha256=read_checksum(smk.input.checksum),
+        workers=smk.threads,
+        progress=log.info,
+    )

@@ -1,0 +1,31 @@
+"""Snakemake entry of rule `train`: one model config x fold, resuming from checkpoints."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(snakemake.scriptdir, os.pardir, "src"))  # noqa: F821
+
+from sensorium_pipeline.logs import log_to
+from sensorium_pipeline.train import load_model_file, train
+
+smk = snakemake  # noqa: F821
+with log_to(smk.log[0]) as log:
+    options = smk.params.training
+    model_config, train_config = load_model_file(
+        smk.input.model_config,
+        seed=options["seed"],
+        threads=smk.threads,
+        device=options["device"],
+    )
+    result = train(
+        list(smk.input.stores),
+        model_config,
+        train_config,
+        fold=int(smk.wildcards.fold),
+        n_folds=options["n_folds"],
+        out_model=smk.output.model,
+        out_metrics_csv=smk.output.metrics,
+        checkpoint_dir=smk.params.checkpoints,
+        log=log.info,
+    )
+    log.info("trained: %s", result)

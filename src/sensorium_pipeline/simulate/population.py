@@ -1,0 +1,255 @@
+"""The simulated V1 population: retinotopic Gabor receptive fields, behavioural gain, trial noise.
+
+Model of neuron ``n`` at frame ``t`` (everything vectorised over neurons):
+
+1. The retina sees the movie shifted by the eye position (pupil centre x a gain), bilinearly.
+2. Spatial filtering: even and odd Gabors (a quadrature pair) centred where the neuron's
+   cortical position maps in the visual field (retinotopy), computed as one matrix product
+   over flattened frames.
+3. Temporal filtering: a biphasic kernel ``h1`` (latency 1-3 frames, under 10 frames long);
+   direction-selective cells add the odd Gabor filtered by ``h2`` (a kernel in temporal
+   quadrature), i.e. a space-time oriented receptive field.
+4. Simple cells take the linear drive, complex cells the quadrature energy; the drive is
+   standardised with calibration statistics.
+5. Rate = amplitude x exp(running and pupil gain) x saturating softplus(slope (drive - threshold)
+   + running shift).
+6. Response = compound Poisson-gamma noise around the rate: non-negative, sparse, with
+   variance proportional to the rate (like deconvolved calcium activity).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..layout import VIDEO_HEIGHT, VIDEO_WIDTH
+from .behavior import Behavior, BehaviorModel
+
+KERNEL_FRAMES = 10
+#: Gamma shape of one event's amplitude: variance = scale x rate x (1 + 1/EVENT_SHAPE).
+EVENT_SHAPE = 2.0
+#: Frames at the start of a trial left out of calibration statistics (filter warm-up).
+_WARMUP = 10
+
+
+@dataclass(frozen=True)
+class Population:
+    """Ground-truth parameters of one simulated population (rows in ``unit_ids`` order)."""
+
+    unit_ids: np.ndarray  # (N,) int64, 1-based, increasing, with gaps
+    coordinates: np.ndarray  # (N, 3) int64 motor coordinates in µm; z on 25 µm planes
+    rf_center: np.ndarray  # (N, 2) (y, x) in pixels
+    spatial: np.ndarray  # (H*W, 2N) float32: even Gabors, then odd Gabors, unit L2 norm
+    temporal: np.ndarray  # (2, K, N): kernels h1 and h2, unit L2 norm
+    complex_cell: np.ndarray  # (N,) bool
+    direction_selective: np.ndarray  # (N,) bool
+    amplitude: np.ndarray  # (N,)
+    slope: np.ndarray  # (N,)
+    threshold: np.ndarray  # (N,)
+    saturation: np.ndarray  # (N,) half-saturation of the rectified drive (response saturation)
+    running_gain: np.ndarray  # (N,) log-gain per unit of normalised running
+    pupil_gain: np.ndarray  # (N,) log-gain per unit of normalised dilation
+    running_shift: np.ndarray  # (N,) additive drive per unit of normalised running
+    eye_gain: np.ndarray  # (2,) stimulus px per camera px, for (x, y)
+    drive_mean: np.ndarray  # (N,) calibration statistics of the raw drive
+    drive_std: np.ndarray  # (N,)
+    noise_scale: np.ndarray  # (N,) event size of the compound Poisson noise
+
+    @property
+    def n_neurons(self) -> int:
+        return len(self.unit_ids)
+
+    def drive(self, video: np.ndarray, eye_shift: np.ndarray) -> np.ndarray:
+        """Raw (unstandardised) drive (T, N) of a time-first video (T, H, W) in grey levels.
+
+        ``eye_shift`` (T, 2) is the retinal image shift in stimulus pixels as (x, y).
+        """
+        retina = shift_frames((np.asarray(video, dtype=np.float32) - 128.0) / 64.0, eye_shift)
+        projection = retina.reshape(len(retina), -1) @ self.spatial  # (T, 2N)
+        projection = projection.astype(np.float64)
+        n = self.n_neurons
+        h1 = causal_filter(projection, np.concatenate([self.temporal[0], self.temporal[0]], axis=1))
+        h2 = causal_filter(projection, np.concatenate([self.temporal[1], self.temporal[1]], axis=1))
+        even1, odd1, even2, odd2 = h1[:, :n], h1[:, n:], h2[:, :n], h2[:, n:]
+        ds = self.direction_selective.astype(np.float64)
+        linear = even1 + ds * odd2
+        quadrature = odd1 - ds * even2
+        energy = np.sqrt(linear**2 + quadrature**2)
+        return np.where(self.complex_cell, energy, linear)
+
+    def rates(self, video: np.ndarray, behavior: Behavior, model: BehaviorModel) -> np.ndarray:
+        """Noise-free expected responses (T, N) given the stimulus and the behaviour."""
+        eye_shift = model.eye_offset(behavior) * self.eye_gain[None]
+        z = (self.drive(video, eye_shift) - self.drive_mean) / self.drive_std
+        return self.rates_from_drive(z, behavior, model)
+
+    def rates_from_drive(self, z: np.ndarray, behavior: Behavior, model: BehaviorModel) -> np.ndarray:
+        running, pupil = model.normalized(behavior)
+        gain = np.exp(running[:, None] * self.running_gain + pupil[:, None] * self.pupil_gain)
+        argument = self.slope * (z - self.threshold) + running[:, None] * self.running_shift
+        drive = np.logaddexp(0.0, argument)
+        return self.amplitude * gain * drive * self.saturation / (drive + self.saturation)
+
+    def sample(self, rates: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Noisy single-trial responses around ``rates``: Poisson event counts x gamma amplitudes."""
+        counts = rng.poisson(rates / self.noise_scale)
+        return rng.gamma(EVENT_SHAPE * counts, self.noise_scale / EVENT_SHAPE)
+
+
+def causal_filter(x: np.ndarray, kernels: np.ndarray) -> np.ndarray:
+    """Per-column causal convolution: ``out[t, j] = sum_k kernels[k, j] x[t - k, j]`` (zeros before 0)."""
+    out = np.zeros_like(x)
+    for k in range(min(len(kernels), len(x))):
+        out[k:] += kernels[k] * x[: len(x) - k]
+    return out
+
+
+def shift_frames(frames: np.ndarray, shift_xy: np.ndarray) -> np.ndarray:
+    """Frames seen through an eye displaced by ``shift_xy`` (T, 2) pixels: ``out(p) = frames(p + shift)``.
+
+    Bilinear interpolation on edge-padded frames; frames are grouped by their integer
+    offset (eye movements are smooth, so a trial has few groups) to work on whole slices.
+    """
+    n_frames, height, width = frames.shape
+    whole = np.floor(shift_xy).astype(np.int64)  # (T, 2) as (x, y)
+    fraction = (shift_xy - whole).astype(frames.dtype)
+    margin = int(np.abs(whole).max(initial=0)) + 1
+    padded = np.pad(frames, ((0, 0), (margin, margin), (margin, margin)), mode="edge")
+    out = np.empty_like(frames)
+    offsets, group = np.unique(whole, axis=0, return_inverse=True)
+    for g, (ox, oy) in enumerate(offsets):
+        idx = np.flatnonzero(group.ravel() == g)
+        y0, x0 = margin + oy, margin + ox
+        block = padded[idx, y0 : y0 + height + 1, x0 : x0 + width + 1]
+        wx = fraction[idx, 0, None, None]
+        wy = fraction[idx, 1, None, None]
+        top = block[:, :height, :width] + wx * (block[:, :height, 1:] - block[:, :height, :width])
+        bottom = block[:, 1:, :width] + wx * (block[:, 1:, 1:] - block[:, 1:, :width])
+        out[idx] = top + wy * (bottom - top)
+    return out
+
+
+def _unit_ids(rng: np.random.Generator, n: int) -> np.ndarray:
+    gaps = rng.geometric(0.6, n) + (rng.random(n) < 0.05) * rng.integers(1, 20, n)  # each >= 1
+    ids = np.cumsum(gaps)
+    if n > 1 and np.all(np.diff(ids) == 1):  # guarantee at least one gap
+        ids[n // 2 :] += 1
+    return ids.astype(np.int64)
+
+
+def _temporal_kernels(rng: np.random.Generator, n: int) -> np.ndarray:
+    tau = np.arange(KERNEL_FRAMES, dtype=np.float64)[:, None]
+
+    def bump(peak: np.ndarray) -> np.ndarray:
+        ratio = tau / peak[None]
+        return ratio**4 * np.exp(-4 * (ratio - 1))
+
+    peak = rng.uniform(1.7, 2.8, n)
+    late = peak * rng.uniform(1.7, 2.1, n)
+    weight = rng.uniform(0.2, 0.6, n)
+    taper = np.ones((KERNEL_FRAMES, 1))
+    taper[-3:, 0] = np.cos(np.linspace(0.25, 0.75, 3) * np.pi / 1.5) ** 2
+    h1 = (bump(peak) - weight * bump(late)) * taper
+    h2 = (bump(peak * 1.4) - weight * bump(late * 1.3)) * taper
+    h1 /= np.linalg.norm(h1, axis=0)
+    h2 -= h1 * np.sum(h1 * h2, axis=0)  # quadrature partner: orthogonal to h1
+    h2 /= np.linalg.norm(h2, axis=0)
+    return np.stack([h1, h2])
+
+
+def _gabors(rng: np.random.Generator, centers: np.ndarray) -> np.ndarray:
+    n = len(centers)
+    orientation = rng.uniform(0, np.pi, n)
+    period = np.exp(rng.uniform(np.log(8), np.log(20), n))
+    sigma = np.clip(period * rng.uniform(0.35, 0.55, n), 2.5, 7.0)
+    aspect = rng.uniform(1.0, 1.6, n)
+    phase = rng.uniform(0, 2 * np.pi, n)
+    y, x = np.mgrid[0:VIDEO_HEIGHT, 0:VIDEO_WIDTH].astype(np.float64)
+    dy = y[None] - centers[:, 0, None, None]
+    dx = x[None] - centers[:, 1, None, None]
+    cos, sin = np.cos(orientation)[:, None, None], np.sin(orientation)[:, None, None]
+    across = dx * cos + dy * sin
+    along = -dx * sin + dy * cos
+    s = sigma[:, None, None]
+    envelope = np.exp(-(across**2) / (2 * s**2) - along**2 / (2 * (aspect[:, None, None] * s) ** 2))
+    argument = 2 * np.pi * across / period[:, None, None] + phase[:, None, None]
+    filters = []
+    for carrier in (np.cos(argument), np.sin(argument)):
+        g = envelope * carrier
+        g -= envelope * (g.sum(axis=(1, 2), keepdims=True) / envelope.sum(axis=(1, 2), keepdims=True))
+        g /= np.linalg.norm(g, axis=(1, 2), keepdims=True)
+        filters.append(g.reshape(n, -1))
+    return np.concatenate(filters).T.astype(np.float32)  # (H*W, 2N)
+
+
+def make_population(rng: np.random.Generator, n_neurons: int) -> Population:
+    """Draw an uncalibrated population (drive statistics 0/1, unit noise scale; see ``calibrate``)."""
+    n = n_neurons
+    field = rng.uniform(0, 600, (n, 2))  # cortical x, y within the scan field, µm
+    offset = rng.integers(-800, 800, 2)
+    z = 200 + 25 * rng.integers(0, 10, n)
+    coordinates = np.column_stack([np.round(field + offset), z]).astype(np.int64)
+    # Retinotopy: a rotated, scaled map of the scan field onto the screen, plus scatter.
+    angle = rng.uniform(-np.pi / 6, np.pi / 6)
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    flips = rng.choice([-1.0, 1.0], 2)
+    unit = (field - 300.0) / 600.0 @ rotation.T * flips  # (x, y) in [-0.7, 0.7]
+    middle = np.array([VIDEO_HEIGHT / 2 + rng.uniform(-2, 2), VIDEO_WIDTH / 2 + rng.uniform(-4, 4)])
+    centers = middle + unit[:, ::-1] * np.array([22.0, 40.0]) + rng.normal(0, 1.5, (n, 2))
+    centers = np.clip(centers, [2, 2], [VIDEO_HEIGHT - 3, VIDEO_WIDTH - 3])
+    complex_cell = rng.random(n) < 0.45
+    return Population(
+        unit_ids=_unit_ids(rng, n),
+        coordinates=coordinates,
+        rf_center=centers,
+        spatial=_gabors(rng, centers),
+        temporal=_temporal_kernels(rng, n),
+        complex_cell=complex_cell,
+        direction_selective=rng.random(n) < 0.3,
+        amplitude=np.exp(rng.normal(np.log(0.5), 0.4, n)),
+        slope=rng.uniform(1.5, 2.5, n),
+        threshold=rng.uniform(0.3, 1.2, n),
+        saturation=rng.uniform(4.0, 10.0, n),
+        running_gain=rng.normal(0.35, 0.2, n),
+        pupil_gain=rng.normal(0.15, 0.15, n),
+        running_shift=rng.normal(0.3, 0.3, n),
+        eye_gain=np.array([0.35, 0.3]) * rng.choice([-1.0, 1.0], 2),
+        drive_mean=np.zeros(n),
+        drive_std=np.ones(n),
+        noise_scale=np.ones(n),
+    )
+
+
+def calibrate(
+    population: Population,
+    videos: list[np.ndarray],
+    behaviors: list[Behavior],
+    model: BehaviorModel,
+    noise: float,
+    rng: np.random.Generator,
+    skip_first: int = 50,
+) -> Population:
+    """Fix drive statistics and noise scales on calibration trials (never written).
+
+    Standardising the drive makes the output nonlinearity comparable across neurons; the
+    event size is chosen per neuron so that noise variance / rate variance is ``noise``
+    times a log-normal factor, i.e. a single-trial ceiling around ``1/sqrt(1 + noise)``.
+    """
+    drives = [
+        population.drive(v, model.eye_offset(b) * population.eye_gain[None]) for v, b in zip(videos, behaviors, strict=True)
+    ]
+    warm = np.concatenate([d[_WARMUP:] for d in drives])
+    mean = warm.mean(axis=0)
+    std = np.maximum(warm.std(axis=0), 1e-6)
+    population = dataclasses.replace(population, drive_mean=mean, drive_std=std)
+    rates = np.concatenate(
+        [
+            population.rates_from_drive((d - mean) / std, b, model)[min(skip_first, len(d) // 2) :]
+            for d, b in zip(drives, behaviors, strict=True)
+        ]
+    )
+    ratio = noise * np.exp(rng.normal(-0.08, 0.4, population.n_neurons))
+    scale = ratio * rates.var(axis=0) / ((1 + 1 / EVENT_SHAPE) * np.maximum(rates.mean(axis=0), 1e-9))
+    return dataclasses.replace(population, noise_scale=np.maximum(scale, 1e-6))

@@ -1,0 +1,23 @@
+# Archive (zip) -> validated, chunked Zarr store + trials/neurons tables.
+
+
+rule convert:
+    input:
+        archive="results/archives/{mouse}.zip",
+        checksum="results/archives/{mouse}.zip.sha256",
+    output:
+        store=directory("results/data/{mouse}"),
+    params:
+        conversion=config["conversion"],
+    log:
+        "results/logs/convert/{mouse}.log",
+    benchmark:
+        "results/benchmarks/convert/{mouse}.tsv"
+    threads: config["conversion"]["workers"]
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../../scripts/convert.py"

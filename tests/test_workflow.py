@@ -25,7 +25,9 @@ def planned_jobs(output: str) -> dict[str, int]:
     counts: dict[str, int] = collections.Counter()
     for line in output.splitlines():
         match = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
-        if match and match.group(1) != "total":
+        if match and match.group(1) == "total":
+            break  # the table may be printed twice (dry run summary); read the first
+        if match:
             counts[match.group(1)] += int(match.group(2))
     return dict(counts)
 

@@ -4,6 +4,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import yaml
 from snakemake.utils import validate
@@ -54,18 +55,29 @@ def simulation_settings(mouse):
     return settings
 
 
+def local_source(url):
+    """The file behind a ``file://`` URL or a plain path; None for a remote URL."""
+    if url.startswith("file://"):
+        return unquote(urlparse(url).path)
+    if "://" in url:
+        return None
+    return url
+
+
 def archive_source(wildcards):
-    """The simulated archive is an input of the download rule; real URLs are params only."""
-    if MOUSE[wildcards.mouse]["url"] == "simulated":
-        return {"simulated": f"results/simulated/{wildcards.mouse}.zip"}
-    return {}
+    """Local sources (the simulator's archive, file:// URLs, paths) are inputs of the download
+    rule, so a changed source is fetched again; remote URLs are params only."""
+    url = MOUSE[wildcards.mouse]["url"]
+    if url == "simulated":
+        return {"source": f"results/simulated/{wildcards.mouse}.zip"}
+    local = local_source(url)
+    return {"source": local} if local is not None else {}
 
 
 def archive_url(wildcards, input):
-    url = MOUSE[wildcards.mouse]["url"]
-    if url == "simulated":
-        return Path(input.simulated).resolve().as_uri()
-    return url
+    if "source" in input.keys():
+        return Path(input.source).resolve().as_uri()
+    return MOUSE[wildcards.mouse]["url"]
 
 
 def solutions_file(mouse):

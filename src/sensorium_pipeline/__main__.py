@@ -1,0 +1,262 @@
+"""Command line: the pipeline's stages without Snakemake.
+
+    python -m sensorium_pipeline inspect results/archives/<mouse>.zip
+    python -m sensorium_pipeline inspect results/data/<mouse>
+    python -m sensorium_pipeline simulate --mouse dynamic90001-1-1-Simulated-5e1a0c3d --seed 1 --out sim/
+    python -m sensorium_pipeline convert sim/<mouse>.zip results/data/<mouse>
+    python -m sensorium_pipeline validate results/submission --store results/data/<mouse> ...
+    python -m sensorium_pipeline score results/predictions/ensemble/<mouse>.zarr --store results/data/<mouse>
+
+Each command prints a short JSON summary on stdout; an error a user can act on (a bad file,
+a bad setting) prints one line naming the file and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import SensoriumError
+from .layout import TIERS
+
+
+def _print(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _inspect_archive(path: Path) -> dict[str, Any]:
+    from .archive import open_archive
+
+    with open_archive(path) as archive:
+        tiers = archive.tiers
+        return {
+            "kind": "archive",
+            "path": str(path),
+            "root": archive.root,
+            "dtype": str(archive.dtype),
+            "t_pad": archive.t_pad,
+            "n_neurons": archive.n_neurons,
+            "n_ids": int(len(tiers)),
+            "trials": {tier: int((tiers == tier).sum()) for tier in (*TIERS, "none") if (tiers == tier).any()},
+        }
+
+
+def _inspect_store(path: Path) -> dict[str, Any]:
+    from .store import open_mouse
+
+    store = open_mouse(path)
+    trials = store.trials
+    return {
+        "kind": "store",
+        "path": str(path),
+        "mouse": store.mouse,
+        "t_pad": store.t_pad,
+        "n_neurons": store.n_neurons,
+        "source_dtype": store.group.attrs.get("source_dtype"),
+        "archive_sha256": store.group.attrs.get("archive_sha256"),
+        "trials": trials["tier"].value_counts().to_dict(),
+        "repeated_stimuli": int((trials["stimulus_group"].value_counts() > 1).sum()),
+        "valid_frames": {"min": int(trials["valid_frames"].min()), "max": int(trials["valid_frames"].max())},
+    }
+
+
+def _inspect_predictions(path: Path) -> dict[str, Any]:
+    import numpy as np
+
+    from .predictions import load_predictions
+
+    preds = load_predictions(path)
+    tiers, counts = np.unique(preds.tiers, return_counts=True)
+    return {
+        "kind": "predictions",
+        "path": str(path),
+        "mouse": preds.mouse,
+        "n_neurons": int(len(preds.unit_ids)),
+        "trials": {str(t): int(c) for t, c in zip(tiers, counts, strict=True)},
+    }
+
+
+def cmd_inspect(args: argparse.Namespace) -> dict[str, Any]:
+    path = Path(args.path)
+    if not path.exists():
+        raise SensoriumError(f"{path}: no such file or folder")
+    if path.suffix == ".zip":
+        return _inspect_archive(path)
+    if path.suffix == ".zarr":
+        return _inspect_predictions(path)
+    return _inspect_store(path)
+
+
+def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
+    import yaml
+
+    from .simulate import SimulationConfig, simulate_mouse
+
+    settings: dict[str, Any] = {}
+    if args.config:
+        settings.update(yaml.safe_load(Path(args.config).read_text()) or {})
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        settings[key] = yaml.safe_load(value)
+    settings.update({"mouse": args.mouse, "seed": args.seed})
+    config = SimulationConfig.from_dict(settings)
+    out = Path(args.out)
+    return simulate_mouse(config, out / f"{config.mouse}.zip", out / f"{config.mouse}.solutions.parquet")
+
+
+def cmd_convert(args: argparse.Namespace) -> dict[str, Any]:
+    from .convert import convert_archive
+
+    return convert_archive(
+        args.archive,
+        args.out,
+        dtype=args.dtype,
+        chunk_frames=args.chunk_frames,
+        verify_trials=args.verify_trials,
+        workers=args.workers,
+        progress=lambda msg: print(msg, file=sys.stderr),
+    )
+
+
+def _stores(paths: Sequence[str]) -> dict[str, Any]:
+    from .store import open_mouse
+
+    stores = [open_mouse(p) for p in paths]
+    return {store.mouse: store for store in stores}
+
+
+def _window(args: argparse.Namespace):
+    from .metrics import EvaluationWindow
+
+    return EvaluationWindow(skip_first=args.skip_first, max_frames=args.max_frames, skip_last=args.skip_last)
+
+
+def cmd_validate(args: argparse.Namespace) -> dict[str, Any]:
+    from .submission import validate_submission
+
+    stores = _stores(args.store)
+    validate_submission(args.submission, stores, _window(args), csv_fallback=not args.no_csv)
+    return {"valid": True, "submission": args.submission, "mice": sorted(stores)}
+
+
+def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
+    import tempfile
+
+    from .evaluate import SCORED_TIERS, evaluate
+    from .predictions import load_predictions
+
+    stores = _stores(args.store)
+    predictions = {load_predictions(p).mouse: p for p in args.predictions}
+    solutions = {}
+    for path in args.solutions or []:
+        from .solutions import read_solutions
+
+        mice = set(read_solutions(path)["mouse"])
+        solutions.update({mouse: path for mouse in mice})
+    with tempfile.TemporaryDirectory() as scratch:
+        out_json = args.out or str(Path(scratch) / "scores.json")
+        out_neurons = str(Path(out_json).with_suffix("")) + ".neurons.parquet"
+        report = evaluate(
+            predictions=predictions,
+            stores={m: stores[m].path for m in predictions},
+            solutions=solutions,
+            window=_window(args),
+            tiers=args.tiers or list(SCORED_TIERS),
+            out_json=out_json,
+            out_neurons_parquet=out_neurons,
+        )
+    return {"tiers": report["tiers"], "tracks": report["tracks"]}
+
+
+def _add_window(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--skip-first", type=int, default=50, help="frames skipped at a trial's start (50)")
+    parser.add_argument("--max-frames", type=int, default=300, help="frames of a trial at most (300)")
+    parser.add_argument("--skip-last", type=int, default=1, help="frames dropped before max-frames (1: 249 scored)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sensorium_pipeline",
+        description="SENSORIUM 2023 pipeline stages without Snakemake. Each command prints JSON.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser(
+        "inspect",
+        help="summarise an archive (.zip), a converted store (folder) or predictions (.zarr)",
+        description="An archive is validated as the convert step does (members, shapes, dtypes, tiers); "
+        "a store or predictions folder is opened and summarised.",
+    )
+    p.add_argument("path")
+    p.set_defaults(run=cmd_inspect)
+
+    p = commands.add_parser(
+        "simulate",
+        help="write a simulated mouse: an archive in the official layout and its solutions",
+        description="Writes <out>/<mouse>.zip and <out>/<mouse>.solutions.parquet (noise-free rates and "
+        "withheld responses). Settings are the fields of SimulationConfig.",
+    )
+    p.add_argument("--mouse", default="dynamic90001-1-1-Simulated-5e1a0c3d", help="folder name of the archive")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--config", help="YAML file of SimulationConfig fields")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="one field, e.g. --set n_neurons=500")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(run=cmd_simulate)
+
+    p = commands.add_parser(
+        "convert",
+        help="convert an archive to a Zarr store + Parquet tables",
+        description="Validates the archive, writes the store atomically and verifies a sample of trials.",
+    )
+    p.add_argument("archive")
+    p.add_argument("out", help="store folder to create, e.g. results/data/<mouse>")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--chunk-frames", type=int, default=50)
+    p.add_argument("--verify-trials", type=int, default=8)
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(run=cmd_convert)
+
+    p = commands.add_parser(
+        "validate",
+        help="check submission files against the stores with the scorer's rules",
+        description="Checks main_track.zip, bonus_live.zip, bonus_final.zip (and csv/) in SUBMISSION: "
+        "columns, (mouse, trial) pairs, neuron ids and their order, prediction shapes, finite values.",
+    )
+    p.add_argument("submission", help="folder holding the submission files")
+    p.add_argument("--store", action="append", required=True, help="a converted mouse (repeat per mouse)")
+    p.add_argument("--no-csv", action="store_true", help="do not check the CSV fallback")
+    _add_window(p)
+    p.set_defaults(run=cmd_validate)
+
+    p = commands.add_parser(
+        "score",
+        help="score predictions with the competition's metrics",
+        description="Single-trial correlation, correlation to average and FEVE per tier (bonus tiers per "
+        "stimulus type). Without --solutions, the tiers whose responses the store releases are scored.",
+    )
+    p.add_argument("predictions", nargs="+", help="predictions folders (<entry>/<mouse>.zarr)")
+    p.add_argument("--store", action="append", required=True, help="a converted mouse (repeat per mouse)")
+    p.add_argument("--solutions", action="append", help="a solutions Parquet (e.g. from the simulator)")
+    p.add_argument("--tiers", nargs="+", help="tiers to score (default: oracle and every test tier)")
+    p.add_argument("--out", help="also write the scores JSON here (and <out>.neurons.parquet)")
+    _add_window(p)
+    p.set_defaults(run=cmd_score)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        _print(args.run(args))
+    except SensoriumError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

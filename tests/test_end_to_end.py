@@ -1,0 +1,142 @@
+"""The whole DAG on a tiny simulated config, as a user runs it: every stage's artifacts, a
+valid submission, scores with the noise ceiling, nothing to redo on a second run, and a bad
+archive stopped at conversion with nothing half-written."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from sensorium_pipeline.store import open_mouse
+from test_workflow import ROOT, run_snakemake
+
+TINY = ROOT / "tests/configs/tiny.yaml"
+SNAKEFILE = str(ROOT / "workflow/Snakefile")
+pytestmark = pytest.mark.slow
+
+
+def tiny_config(tmp_path: Path, **changes) -> tuple[Path, dict]:
+    config = yaml.safe_load(TINY.read_text())
+    config["model_dir"] = str(ROOT / "tests/configs/models")
+    config.update(changes)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, config
+
+
+def snakemake_in(workdir: Path, configfile: Path, *args: str, timeout: int = 900):
+    # targets first: --configfile takes every word after it
+    return run_snakemake(
+        *args, "--cores", "2", "-s", SNAKEFILE, "-d", str(workdir), "--configfile", str(configfile), timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny")
+    configfile, config = tiny_config(workdir)
+    result = snakemake_in(workdir, configfile)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-8000:]
+    return workdir, configfile, config
+
+
+def test_every_stage_leaves_its_artifacts(tiny_run):
+    workdir, _, config = tiny_run
+    results = workdir / "results"
+    for mouse in (m["name"] for m in config["mice"]):
+        archive = results / "archives" / f"{mouse}.zip"
+        recorded = (results / "archives" / f"{mouse}.zip.sha256").read_text().split()[0]
+        assert recorded == hashlib.sha256(archive.read_bytes()).hexdigest()
+        store = open_mouse(results / "data" / mouse)
+        assert store.group.attrs["archive_sha256"] == recorded
+        assert set(store.trials["tier"]) == {
+            "train", "oracle", "live_test_main", "final_test_main", "live_test_bonus", "final_test_bonus"
+        }
+        for fold in range(config["training"]["n_folds"]):
+            metrics = pd.read_csv(results / "models" / "tiny" / f"fold{fold}" / "metrics.csv")
+            assert len(metrics) >= 1 and metrics["val_correlation"].notna().all()
+            assert (results / "predictions" / f"tiny-fold{fold}" / f"{mouse}.zarr").is_dir()
+        assert (results / "predictions" / "ensemble" / f"{mouse}.zarr").is_dir()
+        assert (results / "logs" / "convert" / f"{mouse}.log").stat().st_size > 0
+
+
+def test_scores_report_every_tier_with_the_noise_ceiling(tiny_run):
+    workdir, _, config = tiny_run
+    for entry in ("ensemble", "tiny-fold0", "tiny-fold1"):
+        scores = json.loads((workdir / "results" / "scores" / f"{entry}.json").read_text())
+        assert set(scores["tiers"]) == {"oracle", "live_test_main", "final_test_main", "live_test_bonus", "final_test_bonus"}
+        for tier, summary in scores["tiers"].items():
+            assert summary["n_mice"] == len(config["mice"])
+            assert -1 <= summary["single_trial_correlation"] <= 1
+            assert 0 < summary["ceiling"] <= 1, tier
+        assert scores["tracks"]["main"]["final"] == scores["tiers"]["final_test_main"]["single_trial_correlation"]
+        neurons = pd.read_parquet(workdir / "results" / "scores" / f"{entry}.neurons.parquet")
+        assert len(neurons) == 5 * config["simulation"]["defaults"]["n_neurons"] * len(config["mice"])
+
+
+def test_submission_files_follow_the_official_format(tiny_run):
+    workdir, _, config = tiny_run
+    out = workdir / "results" / "submission"
+    mice = [m["name"] for m in config["mice"]]
+    with zipfile.ZipFile(out / "main_track.zip") as zf:
+        assert sorted(zf.namelist()) == ["predictions_final_main.parquet.brotli", "predictions_live_main.parquet.brotli"]
+        table = pq.read_table(io.BytesIO(zf.read("predictions_final_main.parquet.brotli")))
+    assert table.column_names == ["mouse", "trial_indices", "prediction", "neuron_ids"]
+    frame = table.to_pandas()
+    for mouse in mice:
+        store = open_mouse(workdir / "results" / "data" / mouse)
+        expected = store.trials.loc[store.trials["tier"] == "final_test_main", "trial_id"]
+        rows = frame[frame["mouse"] == mouse]
+        assert sorted(rows["trial_indices"]) == sorted(expected)
+        first = np.stack(rows["prediction"].iloc[0])
+        assert first.shape == (store.n_neurons, 90 - 50 - 1)  # frames 50..88 of a 90-frame trial
+        assert list(rows["neuron_ids"].iloc[0]) == store.unit_ids.tolist()
+    for name, member in (("bonus_live.zip", "predictions_live_test_bonus_ood.parquet.brotli"),
+                         ("bonus_final.zip", "predictions_final_test_bonus_ood.parquet.brotli")):
+        with zipfile.ZipFile(out / name) as zf:
+            assert zf.namelist() == [member]
+    csvs = sorted(p.relative_to(out / "csv").as_posix() for p in (out / "csv").rglob("*.csv"))
+    assert len(csvs) == 4 * len(mice)
+    sample = pd.read_csv(out / "csv" / mice[0] / "final_test_main.csv")
+    assert list(sample.columns) == ["file_name", "predictions"]
+    assert all(name.endswith(".npy") for name in sample["file_name"])
+    matrix = np.asarray(json.loads(sample["predictions"].iloc[0]))
+    assert matrix.ndim == 2 and matrix.shape[0] == config["simulation"]["defaults"]["n_neurons"]
+    assert "..." not in sample["predictions"].iloc[0]
+
+
+def test_a_second_run_has_nothing_to_do(tiny_run):
+    workdir, configfile, _ = tiny_run
+    result = snakemake_in(workdir, configfile, "-n")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_a_corrupted_archive_stops_conversion_and_leaves_no_store(tmp_path, tiny_run):
+    tiny_dir, _, config = tiny_run
+    mouse = config["mice"][0]["name"]
+    source = tiny_dir / "results" / "archives" / f"{mouse}.zip"
+    broken = tmp_path / f"{mouse}.zip"
+    data = source.read_bytes()
+    broken.write_bytes(data[: len(data) // 2])  # a truncated download
+    configfile, _ = tiny_config(tmp_path, mice=[{"name": mouse, "url": str(broken)}])
+    result = snakemake_in(tmp_path, configfile, f"results/data/{mouse}")
+    assert result.returncode != 0
+    log = (tmp_path / "results" / "logs" / "convert" / f"{mouse}.log").read_text()
+    assert "ArchiveError" in log and f"{mouse}.zip" in log
+    assert not (tmp_path / "results" / "data" / mouse).exists()
+    leftovers = [p.name for p in (tmp_path / "results" / "data").iterdir()] if (tmp_path / "results" / "data").exists() else []
+    assert leftovers == []
+    broken.write_bytes(data)  # the fixed input converts
+    result = snakemake_in(tmp_path, configfile, f"results/data/{mouse}")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert open_mouse(tmp_path / "results" / "data" / mouse).mouse == mouse

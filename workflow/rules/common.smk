@@ -3,6 +3,7 @@
 import hashlib
 import json
 import re
+import sys
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -11,6 +12,9 @@ from snakemake.utils import validate
 
 
 validate(config, schema="../schemas/config.schema.yaml")
+
+sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
+from sensorium_pipeline import __version__ as CODE_VERSION  # noqa: E402  (a code change re-runs the rules that use it)
 
 MICE = [m["name"] for m in config["mice"]]
 MOUSE = {m["name"]: m for m in config["mice"]}

@@ -8,6 +8,7 @@ rule convert:
     output:
         store=directory("results/data/{mouse}"),
     params:
+        code_version=CODE_VERSION,
         conversion=config["conversion"],
     log:
         "results/logs/convert/{mouse}.log",

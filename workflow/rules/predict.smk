@@ -11,6 +11,7 @@ rule predict:
             for path in expand("results/predictions/{{model}}-fold{{fold}}/{mouse}.zarr", mouse=MICE)
         ],
     params:
+        code_version=CODE_VERSION,
         prediction=config["prediction"],
         device=config["training"]["device"],
     log:

@@ -10,6 +10,7 @@ rule train:
         model="results/models/{model}/fold{fold}/model.pt",
         metrics="results/models/{model}/fold{fold}/metrics.csv",
     params:
+        code_version=CODE_VERSION,
         training=config["training"],
         checkpoints=lambda wildcards: (
             f"results/checkpoints/{wildcards.model}/fold{wildcards.fold}/{model_config_digest(wildcards.model)}"

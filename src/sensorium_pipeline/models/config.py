@@ -12,6 +12,7 @@ import numpy as np
 from ..errors import ConfigError
 
 OUTPUTS = ("elu1", "softplus")
+READOUTS = ("gaussian", "factorized")
 
 
 def reject_unknown(cls: type, data: Mapping[str, Any], section: str) -> dict[str, Any]:
@@ -43,6 +44,10 @@ class ModelConfig:
     #: Also stack the pupil centre (x, y) as input channels.
     pupil_channels: bool = False
     batch_norm_momentum: float = 0.1
+    #: ``gaussian`` (one point per neuron, predicted from its cortical coordinates: the
+    #: baseline) or ``factorized`` (a free spatial mask per neuron: learns where neurons look
+    #: in far fewer steps, the choice for a CPU budget).
+    readout: str = "gaussian"
     #: Hidden units of the MLP that maps cortical coordinates to readout positions.
     position_hidden: int = 30
     position_layers: int = 2
@@ -77,6 +82,8 @@ class ModelConfig:
                 raise ConfigError(f"model.{name}: expected a positive integer, got {value!r}")
         if isinstance(self.shifter_hidden, bool) or not isinstance(self.shifter_hidden, int) or self.shifter_hidden < 0:
             raise ConfigError(f"model.shifter_hidden: expected an integer >= 0, got {self.shifter_hidden!r}")
+        if self.readout not in READOUTS:
+            raise ConfigError(f"model.readout: {self.readout!r} is not one of {list(READOUTS)}")
         if self.output not in OUTPUTS:
             raise ConfigError(f"model.output: {self.output!r} is not one of {list(OUTPUTS)}")
         for name, low, high in (

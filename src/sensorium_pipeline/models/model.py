@@ -1,4 +1,4 @@
-"""The model: a shared core, then one readout (and shifter) per mouse.
+"""The model: a shared core, then one readout (Gaussian or factorized) and shifter per mouse.
 
 Every model of the package has the same interface,
 ``forward(video, behavior, pupil_center, mouse) -> (batch, time, n_neurons of mouse)``, with
@@ -18,7 +18,8 @@ from torch import nn
 
 from .config import ModelConfig, MouseMeta
 from .cores import Factorized3dCore
-from .readouts import GaussianReadout
+from ..layout import VIDEO_HEIGHT, VIDEO_WIDTH
+from .readouts import FactorizedReadout, GaussianReadout
 from .shifters import MLPShifter
 
 
@@ -51,7 +52,7 @@ class BetaSoftplus(nn.Module):
 
 
 class SensoriumModel(nn.Module):
-    """Factorised 3D core → per-mouse Gaussian readout (+ shifter) → positive output."""
+    """Factorised 3D core → per-mouse readout (+ shifter) → positive output."""
 
     def __init__(self, config: ModelConfig, mice: Sequence[MouseMeta]) -> None:
         super().__init__()
@@ -78,14 +79,23 @@ class SensoriumModel(nn.Module):
         for meta in mice:
             key = self._index[meta.name]
             init_bias = None if meta.mean_response is None else self.nonlinearity.inverse(meta.mean_response)
-            self.readouts[key] = GaussianReadout(
-                self.core.out_channels,
-                np.asarray(meta.coordinates),
-                position_hidden=config.position_hidden,
-                position_layers=config.position_layers,
-                init_sigma=config.init_sigma,
-                init_bias=init_bias,
-            )
+            if config.readout == "factorized":
+                self.readouts[key] = FactorizedReadout(
+                    self.core.out_channels,
+                    meta.n_neurons,
+                    VIDEO_HEIGHT // config.downsample,
+                    VIDEO_WIDTH // config.downsample,
+                    init_bias=init_bias,
+                )
+            else:
+                self.readouts[key] = GaussianReadout(
+                    self.core.out_channels,
+                    np.asarray(meta.coordinates),
+                    position_hidden=config.position_hidden,
+                    position_layers=config.position_layers,
+                    init_sigma=config.init_sigma,
+                    init_bias=init_bias,
+                )
             if config.shifter_hidden > 0:
                 self.shifters[key] = MLPShifter(config.shifter_hidden, config.shifter_layers)
 
@@ -97,8 +107,8 @@ class SensoriumModel(nn.Module):
         return self.readouts[self._key(mouse)].n_neurons
 
     def readout_l1(self, mouse: str) -> torch.Tensor:
-        """L1 norm of the mouse's readout weights, summed over channels, mean over neurons."""
-        return self.readouts[self._key(mouse)].weight.abs().sum(0).mean()
+        """Sparsity penalty of the mouse's readout (its ``l1``: weights summed per neuron, mean over neurons)."""
+        return self.readouts[self._key(mouse)].l1()
 
     def _key(self, mouse: str) -> str:
         if mouse not in self._index:

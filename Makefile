@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/python -m sensorium_pipeline summary results/scores/ensemble.json
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

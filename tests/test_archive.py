@@ -6,8 +6,6 @@ rewriting members (``rewrite_zip``), and ``tests/test_convert.py`` reuses both h
 
 from __future__ import annotations
 
-import io
-import struct
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,94 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from factories import FRAMES, MOUSE, N_NEURONS, load_member, npy_bytes, rewrite_zip, simulate_small
 from sensorium_pipeline.archive import ZIP_DATE_TIME, ArchiveWriter, open_archive
 from sensorium_pipeline.errors import ArchiveError
 from sensorium_pipeline.layout import LABELLED_TIERS, MODALITIES, NO_FILES, STATISTICS, data_member
-from sensorium_pipeline.simulate.config import REPEATED_TIERS, SimulationConfig
-from sensorium_pipeline.simulate.generate import simulate_mouse
-
-MOUSE = "dynamic90009-1-1-Test-0"
-N_NEURONS = 20
-FRAMES = 60  # natural trials; bonus trials run 50-70 frames, so T_pad is up to 70
-
-
-def small_config(**overrides: object) -> SimulationConfig:
-    """A mouse that simulates in well under a second: 42 trials, 4 ids without files."""
-    settings = {
-        "mouse": MOUSE,
-        "n_neurons": N_NEURONS,
-        "n_train": 12,
-        "frames": FRAMES,
-        "bonus_frames": [50, 70],
-        "n_calibration": 2,
-        "tiers": {tier: {"n_stimuli": 2, "n_repeats": 3} for tier in REPEATED_TIERS},
-    }
-    return SimulationConfig.from_dict({**settings, **overrides})
-
-
-def simulate_small(folder: Path, **overrides: object) -> Path:
-    """Simulate the small mouse into ``folder``; return the archive (solutions lie beside it)."""
-    config = small_config(**overrides)
-    folder.mkdir(parents=True, exist_ok=True)
-    archive = folder / f"{config.mouse}.zip"
-    simulate_mouse(config, archive, folder / f"{config.mouse}.solutions.parquet")
-    return archive
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
-
-
-def load_member(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)
-
-
-def rewrite_zip(
-    source: Path,
-    target: Path,
-    *,
-    replace: dict[str, object] | None = None,
-    drop: tuple[str, ...] = (),
-    add: dict[str, bytes] | None = None,
-) -> Path:
-    """Copy ``source`` to ``target`` member by member, changing some on the way.
-
-    ``replace`` maps a member name to new bytes, or to a function of the old array that
-    returns the new one.
-    """
-    replace = replace or {}
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as dst:
-        for info in src.infolist():
-            if info.filename in drop:
-                continue
-            data = src.read(info)
-            change = replace.get(info.filename)
-            if callable(change):
-                data = npy_bytes(change(load_member(data)))
-            elif change is not None:
-                data = change
-            dst.writestr(info, data)
-        for name, data in (add or {}).items():
-            dst.writestr(name, data)
-    return target
-
-
-def flip_member_bytes(path: Path, member: str, skip: int = 200) -> None:
-    """Corrupt a stored member in place: flip bytes of its data, so its CRC no longer matches."""
-    with zipfile.ZipFile(path) as archive:
-        info = archive.getinfo(member)
-    assert info.compress_type == zipfile.ZIP_STORED and info.file_size > skip + 8
-    with open(path, "r+b") as stream:
-        stream.seek(info.header_offset)
-        local = struct.unpack("<4s5H3L2H", stream.read(30))
-        start = info.header_offset + 30 + local[9] + local[10]  # name and extra field lengths
-        stream.seek(start + skip)
-        chunk = bytearray(stream.read(8))
-        stream.seek(start + skip)
-        stream.write(bytes(b ^ 0xFF for b in chunk))
 
 
 @pytest.fixture(scope="module")

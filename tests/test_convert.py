@@ -15,7 +15,7 @@ from sensorium_pipeline.convert import convert_archive, same_bits
 from sensorium_pipeline.errors import ArchiveError, StoreError
 from sensorium_pipeline.layout import MODALITIES, NO_FILES, STATISTICS, TIERS_MEMBER, UNIT_IDS_MEMBER, data_member
 from sensorium_pipeline.store import STORE_FORMAT, TRIAL_COLUMNS, open_mouse
-from test_archive import MOUSE, flip_member_bytes, npy_bytes, rewrite_zip, simulate_small
+from factories import MOUSE, flip_member_bytes, npy_bytes, rewrite_zip, simulate_small
 
 
 def _time_major(array: np.ndarray, dtype: str) -> np.ndarray:

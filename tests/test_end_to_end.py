@@ -140,3 +140,43 @@ def test_a_corrupted_archive_stops_conversion_and_leaves_no_store(tmp_path, tiny
     result = snakemake_in(tmp_path, configfile, f"results/data/{mouse}")
     assert result.returncode == 0, result.stderr[-4000:]
     assert open_mouse(tmp_path / "results" / "data" / mouse).mouse == mouse
+
+
+def cli(*args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "sensorium_pipeline", *args], capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_the_command_line_inspects_validates_and_scores_without_snakemake(tiny_run):
+    workdir, _, config = tiny_run
+    results = workdir / "results"
+    mice = [m["name"] for m in config["mice"]]
+    stores = [arg for mouse in mice for arg in ("--store", str(results / "data" / mouse))]
+
+    archive = json.loads(cli("inspect", str(results / "archives" / f"{mice[0]}.zip")).stdout)
+    assert archive["root"] == mice[0] and archive["n_neurons"] == 24 and archive["trials"]["none"] == 2
+    store = json.loads(cli("inspect", str(results / "data" / mice[1])).stdout)
+    assert store["mouse"] == mice[1] and store["source_dtype"] == "float64"
+
+    valid = cli("validate", str(results / "submission"), *stores)
+    assert valid.returncode == 0, valid.stderr
+    assert json.loads(valid.stdout)["valid"] is True
+    wrong_window = cli("validate", str(results / "submission"), *stores, "--skip-first", "40")
+    assert wrong_window.returncode == 2 and "shape" in wrong_window.stderr
+
+    solutions = [arg for mouse in mice for arg in ("--solutions", str(results / "simulated" / f"{mouse}.solutions.parquet"))]
+    predictions = [str(results / "predictions" / "ensemble" / f"{mouse}.zarr") for mouse in mice]
+    scored = cli("score", *predictions, *stores, *solutions)
+    assert scored.returncode == 0, scored.stderr
+    expected = json.loads((results / "scores" / "ensemble.json").read_text())
+    assert json.loads(scored.stdout)["tiers"] == expected["tiers"]
+
+    table = cli("summary", str(results / "scores" / "ensemble.json"))
+    assert table.returncode == 0 and "final_test_main" in table.stdout
+
+    missing = cli("inspect", str(workdir / "nope.zip"))
+    assert missing.returncode == 2 and "nope.zip" in missing.stderr

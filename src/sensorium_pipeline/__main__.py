@@ -172,6 +172,29 @@ def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
     return {"tiers": report["tiers"], "tracks": report["tracks"]}
 
 
+def summary_table(report: dict[str, Any]) -> str:
+    """Plain-text table of a scores JSON: per tier the ranking metric and the noise ceiling."""
+    lines = [f"{'tier':<18} {'single-trial r':>14} {'corr to avg':>11} {'ceiling':>8} {'of ceiling':>10}"]
+    for tier, s in report["tiers"].items():
+        cells = [s.get(k) for k in ("single_trial_correlation", "correlation_to_average", "ceiling")]
+        fraction = s.get("fraction_of_ceiling")
+        text = [f"{c:.3f}" if c is not None else "-" for c in cells]
+        lines.append(
+            f"{tier:<18} {text[0]:>14} {text[1]:>11} {text[2]:>8} "
+            + (f"{fraction:>10.1%}" if fraction is not None else f"{'-':>10}")
+        )
+    return "\n".join(lines)
+
+
+def cmd_summary(args: argparse.Namespace) -> None:
+    path = Path(args.scores)
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SensoriumError(f"{path}: cannot read scores JSON: {exc}") from exc
+    print(f"{path}\n{summary_table(report)}")
+
+
 def _add_window(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-first", type=int, default=50, help="frames skipped at a trial's start (50)")
     parser.add_argument("--max-frames", type=int, default=300, help="frames of a trial at most (300)")
@@ -245,13 +268,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write the scores JSON here (and <out>.neurons.parquet)")
     _add_window(p)
     p.set_defaults(run=cmd_score)
+
+    p = commands.add_parser(
+        "summary",
+        help="print a scores JSON (results/scores/<entry>.json) as a table",
+        description="Per tier: single-trial correlation (the ranking metric), correlation to average, "
+        "the noise ceiling (simulated data) and the fraction of it reached.",
+    )
+    p.add_argument("scores")
+    p.set_defaults(run=cmd_summary)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        _print(args.run(args))
+        result = args.run(args)
+        if result is not None:
+            _print(result)
     except SensoriumError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

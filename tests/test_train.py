@@ -45,11 +45,11 @@ def stores(tmp_path_factory):
     return [make_store(root / "a", mouse="mouse-a", seed=1), make_store(root / "b", mouse="mouse-b", n_neurons=7, seed=2)]
 
 
-def run(stores, out, **kwargs):
+def run(stores, out, training=TRAINING, **kwargs):
     return train(
         stores,
         MODEL,
-        TRAINING,
+        training,
         fold=1,
         n_folds=2,
         out_model=out / "model.pt",
@@ -114,17 +114,7 @@ def test_a_checkpoint_of_another_config_is_refused(stores, tmp_path):
     with pytest.raises(Interrupt):
         run(stores, tmp_path, on_epoch_end=stop)
     with pytest.raises(PathError, match="another model"):
-        train(
-            stores,
-            MODEL,
-            TrainConfig(**{**TRAINING.to_dict(), "lr": 0.001}),
-            fold=1,
-            n_folds=2,
-            out_model=tmp_path / "model.pt",
-            out_metrics_csv=tmp_path / "metrics.csv",
-            checkpoint_dir=tmp_path / "checkpoints",
-            log=lambda msg: None,
-        )
+        run(stores, tmp_path, TrainConfig(**{**TRAINING.to_dict(), "lr": 0.001}))
 
 
 def test_predictions_cover_every_usable_frame_of_the_requested_tiers(stores, tmp_path):

@@ -453,8 +453,8 @@ def _check_csv_folder(
                 expected_csv.add(path)
                 _check_csv(path, tier, mouse, trials[(mouse, tier)], store.n_neurons, digests, problems)
     if csv_root.is_dir():
-        for path in sorted(p for p in csv_root.rglob("*") if p.is_file()):
-            if path not in expected_csv:
+        for path in sorted(p for p in csv_root.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            if path not in expected_csv:  # hidden files (e.g. Snakemake's .snakemake_timestamp) are no submission
                 problems.add(path, "unexpected file (no such mouse and test tier in the stores)")
     else:
         problems.add(csv_root, "missing")

@@ -39,7 +39,20 @@ class PositionMLP(nn.Module):
         return self.mlp(coordinates)
 
 
-class GaussianReadout(nn.Module):
+class Readout(nn.Module):
+    """What every readout shares: one bias per neuron (initialised from the mean response)."""
+
+    def __init__(self, n_neurons: int, init_bias: np.ndarray | None = None) -> None:
+        super().__init__()
+        bias = torch.zeros(n_neurons) if init_bias is None else torch.as_tensor(init_bias, dtype=torch.float32)
+        self.bias = nn.Parameter(bias.clone())
+
+    @property
+    def n_neurons(self) -> int:
+        return self.bias.shape[0]
+
+
+class GaussianReadout(Readout):
     """``(B, C, T, h, w)`` features (+ optional ``(B, T, 2)`` shift) → ``(B, T, N)`` pre-activations."""
 
     def __init__(
@@ -52,18 +65,12 @@ class GaussianReadout(nn.Module):
         init_sigma: float = 0.2,
         init_bias: np.ndarray | None = None,
     ) -> None:
-        super().__init__()
         n_neurons = len(coordinates)
+        super().__init__(n_neurons, init_bias)
         self.register_buffer("coordinates", torch.as_tensor(_standardise(coordinates), dtype=torch.float32))
         self.positions = PositionMLP(position_hidden, position_layers)
         self.sigma = nn.Parameter(torch.full((n_neurons, 2), float(init_sigma)))
         self.weight = nn.Parameter(torch.full((in_channels, n_neurons), 1.0 / in_channels))
-        bias = torch.zeros(n_neurons) if init_bias is None else torch.as_tensor(init_bias, dtype=torch.float32)
-        self.bias = nn.Parameter(bias.clone())
-
-    @property
-    def n_neurons(self) -> int:
-        return self.bias.shape[0]
 
     def l1(self) -> torch.Tensor:
         """L1 norm of the channel weights, summed over channels, mean over neurons."""
@@ -105,7 +112,7 @@ def translate(features: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return moved.reshape(batch, time, channels, height, width).transpose(1, 2)
 
 
-class FactorizedReadout(nn.Module):
+class FactorizedReadout(Readout):
     """Spatial mask × channel weights per neuron (Klindt et al. 2017): ``(B, C, T, h, w)`` → ``(B, T, N)``.
 
     Each neuron's mask over the feature map is a free parameter, so learning where a neuron
@@ -115,15 +122,9 @@ class FactorizedReadout(nn.Module):
     """
 
     def __init__(self, in_channels: int, n_neurons: int, height: int, width: int, init_bias: np.ndarray | None = None):
-        super().__init__()
+        super().__init__(n_neurons, init_bias)
         self.mask = nn.Parameter(torch.full((n_neurons, height, width), 1.0 / (height * width)))
         self.weight = nn.Parameter(torch.randn(in_channels, n_neurons) * (1.0 / in_channels))
-        bias = torch.zeros(n_neurons) if init_bias is None else torch.as_tensor(init_bias, dtype=torch.float32)
-        self.bias = nn.Parameter(bias.clone())
-
-    @property
-    def n_neurons(self) -> int:
-        return self.bias.shape[0]
 
     def l1(self) -> torch.Tensor:
         """Sparsity penalty: mask and channel weights, summed per neuron, mean over neurons."""

@@ -371,6 +371,20 @@ class _Http:
         raise DownloadError(self.url, f"{status}; not retried (check the URL and its access rights)")
 
 
+def local_path(url: str) -> Path | None:
+    """The file behind a ``file://`` URL (of this host) or a plain path; None for any other URL.
+
+    The workflow uses it too: a local source is an input of the download rule.
+    """
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "file" and parts.netloc in ("", "localhost"):
+        return Path(urllib.request.url2pathname(parts.path))
+    if scheme == "" or len(scheme) == 1:  # a plain path (or a Windows drive letter)
+        return Path(url)
+    return None
+
+
 def _source(url: str) -> _Local | _Http:
     if not isinstance(url, str) or not url:
         raise DownloadError(str(url), "no URL or path given")
@@ -378,12 +392,11 @@ def _source(url: str) -> _Local | _Http:
     scheme = parts.scheme.lower()
     if scheme in ("http", "https"):
         return _Http(url)
+    path = local_path(url)
+    if path is not None:
+        return _Local(url, path)
     if scheme == "file":
-        if parts.netloc not in ("", "localhost"):
-            raise DownloadError(url, f"file:// URL of another host {parts.netloc!r}; use file:///absolute/path")
-        return _Local(url, Path(urllib.request.url2pathname(parts.path)))
-    if scheme == "" or len(scheme) == 1:  # a plain path (or a Windows drive letter)
-        return _Local(url, Path(url))
+        raise DownloadError(url, f"file:// URL of another host {parts.netloc!r}; use file:///absolute/path")
     raise DownloadError(url, f"unsupported URL scheme {parts.scheme!r}; expected https://, http://, file:// or a path")
 
 

@@ -5,7 +5,6 @@ import json
 import re
 import sys
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 import yaml
 from snakemake.utils import validate
@@ -15,6 +14,7 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
 from sensorium_pipeline import __version__ as CODE_VERSION  # noqa: E402  (a code change re-runs the rules that use it)
+from sensorium_pipeline.download import local_path  # noqa: E402
 
 MICE = [m["name"] for m in config["mice"]]
 MOUSE = {m["name"]: m for m in config["mice"]}
@@ -59,23 +59,14 @@ def simulation_settings(mouse):
     return settings
 
 
-def local_source(url):
-    """The file behind a ``file://`` URL or a plain path; None for a remote URL."""
-    if url.startswith("file://"):
-        return unquote(urlparse(url).path)
-    if "://" in url:
-        return None
-    return url
-
-
 def archive_source(wildcards):
     """Local sources (the simulator's archive, file:// URLs, paths) are inputs of the download
     rule, so a changed source is fetched again; remote URLs are params only."""
     url = MOUSE[wildcards.mouse]["url"]
     if url == "simulated":
         return {"source": f"results/simulated/{wildcards.mouse}.zip"}
-    local = local_source(url)
-    return {"source": local} if local is not None else {}
+    local = local_path(url)
+    return {"source": str(local)} if local is not None else {}
 
 
 def archive_url(wildcards, input):

@@ -15,9 +15,6 @@ existing ``out_dir`` is always a complete, verified store (layout: :mod:`store`)
 from __future__ import annotations
 
 import hashlib
-import os
-import re
-import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -29,7 +26,7 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from .archive import Archive, open_archive
-from .atomic import atomic_path
+from .atomic import atomic_path, remove_stale_temporaries
 from .errors import ArchiveError, ConfigError, StoreError
 from .layout import MODALITIES, STATISTICS, VIDEO_HEIGHT, VIDEO_WIDTH
 from .store import NEURONS_NAME, STORE_FORMAT, TRIALS_NAME, ZARR_NAME
@@ -139,36 +136,6 @@ def file_sha256(path: str | Path, block: int = 8 * 2**20) -> str:
         while chunk := stream.read(block):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def remove_stale_temporaries(out_dir: str | Path) -> list[Path]:
-    """Remove temporary siblings of ``out_dir`` left by killed runs (their process is gone)."""
-    out_dir = Path(out_dir)
-    pattern = re.compile(rf"^\.{re.escape(out_dir.name)}\.tmp-(\d+)-[0-9a-f]+$")
-    removed = []
-    if not out_dir.parent.is_dir():
-        return removed
-    for sibling in out_dir.parent.iterdir():
-        match = pattern.match(sibling.name)
-        if match and not _process_alive(int(match.group(1))):
-            if sibling.is_dir() and not sibling.is_symlink():
-                shutil.rmtree(sibling, ignore_errors=True)
-            else:
-                sibling.unlink(missing_ok=True)
-            removed.append(sibling)
-    return removed
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # this process is not converting the same folder twice at once
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _create_arrays(

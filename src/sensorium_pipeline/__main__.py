@@ -4,6 +4,8 @@
     python -m sensorium_pipeline inspect results/data/<mouse>
     python -m sensorium_pipeline simulate --mouse dynamic90001-1-1-Simulated-5e1a0c3d --seed 1 --out sim/
     python -m sensorium_pipeline convert sim/<mouse>.zip results/data/<mouse>
+    python -m sensorium_pipeline deeplake-export results/data/<mouse> results/deeplake/<mouse>
+    python -m sensorium_pipeline deeplake-ingest results/deeplake/<mouse> results/data/<mouse>
     python -m sensorium_pipeline validate results/submission --store results/data/<mouse> ...
     python -m sensorium_pipeline score results/predictions/ensemble/<mouse>.zarr --store results/data/<mouse>
 
@@ -118,6 +120,28 @@ def cmd_convert(args: argparse.Namespace) -> dict[str, Any]:
         chunk_frames=args.chunk_frames,
         verify_trials=args.verify_trials,
         workers=args.workers,
+        progress=lambda msg: print(msg, file=sys.stderr),
+    )
+
+
+def cmd_deeplake_export(args: argparse.Namespace) -> dict[str, Any]:
+    from .deeplake_io import export_deeplake
+
+    return export_deeplake(
+        args.store, args.dest, verify_trials=args.verify_trials, progress=lambda msg: print(msg, file=sys.stderr)
+    )
+
+
+def cmd_deeplake_ingest(args: argparse.Namespace) -> dict[str, Any]:
+    from .deeplake_io import ingest_deeplake
+
+    return ingest_deeplake(
+        args.source,
+        args.store,
+        mouse=args.mouse,
+        dtype=args.dtype,
+        chunk_frames=args.chunk_frames,
+        verify_trials=args.verify_trials,
         progress=lambda msg: print(msg, file=sys.stderr),
     )
 
@@ -242,6 +266,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-trials", type=int, default=8)
     p.add_argument("--workers", type=int, default=2)
     p.set_defaults(run=cmd_convert)
+
+    p = commands.add_parser(
+        "deeplake-export",
+        help="write a converted store as a local Deep Lake 4 dataset (needs the deeplake extra)",
+        description="One row per trial (videos, responses, behavior, pupil_center, id) and the mouse's "
+        "metadata (neuron ids, coordinates, statistics, tiers); written atomically, a sample read back.",
+    )
+    p.add_argument("store", help="a converted mouse, e.g. results/data/<mouse>")
+    p.add_argument("dest", help="dataset folder to create, e.g. results/deeplake/<mouse>")
+    p.add_argument("--verify-trials", type=int, default=8)
+    p.set_defaults(run=cmd_deeplake_export)
+
+    p = commands.add_parser(
+        "deeplake-ingest",
+        help="convert a local Deep Lake 4 dataset to a store (needs the deeplake extra)",
+        description="Reads a dataset laid out as deeplake-export writes it and writes the same store "
+        "convert writes. The 2023 hub:// datasets used the retired Deep Lake v3 API and are refused.",
+    )
+    p.add_argument("source", help="dataset folder (or deeplake:<folder>)")
+    p.add_argument("store", help="store folder to create, e.g. results/data/<mouse>")
+    p.add_argument("--mouse", help="expected mouse name (checked against the dataset's metadata)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--chunk-frames", type=int, default=50)
+    p.add_argument("--verify-trials", type=int, default=8)
+    p.set_defaults(run=cmd_deeplake_ingest)
 
     p = commands.add_parser(
         "validate",

@@ -1,8 +1,54 @@
-"""Models: composable blocks (cores, readouts, shifters), the model that stacks them, and the
-file a trained model is saved in.
+"""Models: composable blocks (inputs, cores, readouts, shifters), the model that stacks them,
+and the file a trained model is saved in.
 
 ``build_model(config, mice)`` is the one way a model is made, from training and from a saved
-file alike, so the training loop never branches on the architecture.
+file alike, so training, prediction and ensembling never branch on the architecture.
+Architectures are chosen by ``config/models/<name>.yaml`` (see :mod:`.config`):
+``core.type`` in ``factorized3d`` (official baseline), ``gru2d`` (2D core + convolutional
+GRU), ``dwiseneuro`` (1st place); ``readout.type`` in ``gaussian``, ``factorized``,
+``dwiseneuro``; ``output`` in ``elu1``, ``softplus``.
+
+The contract every model honours (train.py, predict.py and data.py rely on it)
+------------------------------------------------------------------------------
+
+1. ``model(video, behavior, pupil_center, mouse) -> (B, L, N_mouse)``, all outputs > 0.
+   Inputs are time-first in the official normalisation: ``video (B, L, 36, 64)``,
+   ``behavior (B, L, 2)`` (pupil dilation, running speed), ``pupil_center (B, L, 2)``, float32
+   (or under autocast); ``mouse`` is one of ``model.mice``. One mouse per batch.
+2. Frame step. ``s = model.frame_step`` (config key ``model.frame_step``, default 1). The L
+   input frames are the trial's frames ``start, start + s, ..., start + (L - 1) s``, and
+   output ``i`` is the prediction of the response at frame ``start + i s``. A window of L
+   model frames spans ``(L - 1) s + 1`` trial frames; ``training.window_frames`` counts model
+   frames. The window sampler draws such strided windows (behaviour, pupil centre and
+   responses strided alike); the loss compares output ``i`` with the response at
+   ``start + i s``.
+3. Temporal reach, in *model* frames (multiply by ``s`` for trial frames):
+   ``model.context_frames`` (c) and ``model.lookahead_frames`` (a). In eval mode output
+   ``i`` depends only on inputs ``i - c .. i + a``; outputs with ``i < c`` or ``i > L-1-a``
+   see zero padding instead of real frames (no loss of truth where the window starts at the
+   trial's first frame or ends at its last). ``model.causal`` is ``a == 0``.
+   factorized3d: c = sum(temporal_kernel - 1), a = 0. gru2d: a = 0 and c is the configured
+   burn-in (a GRU's memory has no hard limit; its state starts at zero in every window).
+   dwiseneuro: c = a = blocks x (temporal_kernel // 2) (18 for the winners' size).
+4. Training loss: skip the first c outputs of a window (``training.loss_skip_frames``
+   defaults to c) -- except when the window is shorter than the reach (``c + a >= L``, as
+   DwiseNeuro's 16-frame windows), where every output sees padding anyway: train on all L
+   outputs, as the winners did. Configs of such models set ``training.loss_skip_frames: 0``.
+5. Prediction with overlapping windows must cover every trial frame: for each phase
+   ``r in range(s)``, slide windows of L model frames over the frames ``r, r + s, r + 2s,
+   ...`` (the last window ending at that phase's last usable frame); every frame then lies in
+   at least one window. Average, per frame, the outputs of the windows in which it sits at
+   a "full" position (``c <= i <= L - 1 - a``, or the window touches the trial's first /
+   last frame on that side); a frame no window sees at a full position (always the case
+   for DwiseNeuro's short windows) takes the plain mean over all windows that cover it --
+   the winners' averaging. Predict with the training window length: position encodings
+   (DwiseNeuro) and the GRU burn-in make outputs depend on the position in the window.
+6. ``model.readout_l1(mouse)`` is a sparsity penalty of that mouse's readout (a tensor).
+   ``model.n_neurons(mouse)``, ``model.mice``. Training-only randomness (dropout,
+   stochastic depth, Gaussian readout jitter) is off in ``model.eval()``.
+7. Speed: :func:`.performance.channels_last` converts a model to channels-last memory
+   format, :func:`.performance.compile_core` compiles the shared core in place (state-dict
+   keys unchanged, readouts eager, so no recompilation per mouse). Both are optional.
 """
 
 from __future__ import annotations
@@ -19,8 +65,19 @@ from ..atomic import atomic_path
 from ..errors import PathError
 from .config import ModelConfig, MouseMeta
 from .model import SensoriumModel
+from .performance import channels_last, compile_core
 
-__all__ = ["ModelConfig", "MouseMeta", "SensoriumModel", "TrainedModel", "build_model", "load_trained", "save_trained"]
+__all__ = [
+    "ModelConfig",
+    "MouseMeta",
+    "SensoriumModel",
+    "TrainedModel",
+    "build_model",
+    "channels_last",
+    "compile_core",
+    "load_trained",
+    "save_trained",
+]
 
 MODEL_FORMAT = "sensorium-pipeline/model/v1"
 

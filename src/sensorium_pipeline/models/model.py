@@ -1,10 +1,10 @@
-"""The model: a shared core, then one readout (Gaussian or factorized) and shifter per mouse.
+"""The model: input stack, a shared core, then one readout (and shifter) per mouse, then a
+positive output nonlinearity; each part chosen by the config (see :mod:`.config`).
 
-Every model of the package has the same interface,
-``forward(video, behavior, pupil_center, mouse) -> (batch, time, n_neurons of mouse)``, with
-time-first inputs in the official normalisation: video ``(B, T, H, W)``, behaviour and pupil
-centre ``(B, T, 2)``. Output frame ``t`` predicts the response at input frame ``t`` from
-frames ``t - context_frames .. t`` (causal; see :mod:`.cores`).
+Every model of the package has the same interface (the contract is in
+:mod:`sensorium_pipeline.models`): ``forward(video, behavior, pupil_center, mouse) ->
+(batch, time, n_neurons of mouse)``, with time-first inputs in the official normalisation:
+video ``(B, T, H, W)``, behaviour and pupil centre ``(B, T, 2)``.
 """
 
 from __future__ import annotations
@@ -16,10 +16,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ModelConfig, MouseMeta
-from .cores import Factorized3dCore
 from ..layout import VIDEO_HEIGHT, VIDEO_WIDTH
-from .readouts import FactorizedReadout, GaussianReadout
+from .config import (
+    DwiseNeuroCoreConfig,
+    DwiseNeuroReadoutConfig,
+    Factorized3dCoreConfig,
+    FactorizedReadoutConfig,
+    GaussianReadoutConfig,
+    Gru2dCoreConfig,
+    ModelConfig,
+    MouseMeta,
+)
+from .cores import Factorized3dCore, Gru2dCore
+from .dwiseneuro import DwiseNeuroCore
+from .inputs import InputStack
+from .readouts import DwiseNeuroReadout, FactorizedReadout, GaussianReadout, Readout
 from .shifters import MLPShifter
 
 
@@ -36,23 +47,96 @@ class Elu1(nn.Module):
 
 
 class BetaSoftplus(nn.Module):
-    """Softplus with a slope parameter (the winners used a small beta)."""
+    """``softplus(beta x) / beta``; the winners used a small beta (0.07), optionally learnt
+    (kept positive through its logarithm)."""
 
-    def __init__(self, beta: float) -> None:
+    def __init__(self, beta: float, learnable: bool = False) -> None:
         super().__init__()
-        self.beta = float(beta)
+        log_beta = torch.tensor(float(np.log(beta)))
+        if learnable:
+            self.log_beta = nn.Parameter(log_beta)
+        else:
+            self.register_buffer("log_beta", log_beta)
+
+    @property
+    def beta(self) -> float:
+        return float(self.log_beta.exp())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.softplus(x, beta=self.beta)
+        beta = self.log_beta.exp().to(x.dtype)
+        return F.softplus(x * beta) / beta
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
         y = np.maximum(np.asarray(y, dtype=np.float64), 1e-6)
-        by = self.beta * y
-        return np.where(by > 20.0, y, np.log(np.expm1(np.minimum(by, 20.0))) / self.beta)
+        beta = self.beta
+        by = beta * y
+        return np.where(by > 20.0, y, np.log(np.expm1(np.minimum(by, 20.0))) / beta)
+
+
+def build_core(config: ModelConfig, in_channels: int) -> nn.Module:
+    """The core of ``config.core``; it has ``out_channels``, ``context_frames``,
+    ``lookahead_frames`` and ``output_size(height, width)``."""
+    c = config.core
+    if isinstance(c, Factorized3dCoreConfig):
+        return Factorized3dCore(in_channels, c.channels, c.spatial_kernels, c.temporal_kernels, c.batch_norm_momentum)
+    if isinstance(c, Gru2dCoreConfig):
+        return Gru2dCore(
+            in_channels,
+            c.channels,
+            c.input_kernel,
+            c.hidden_kernel,
+            c.depth_separable,
+            c.gru_channels,
+            c.gru_input_kernel,
+            c.gru_kernel,
+            c.burn_in_frames,
+            c.batch_norm_momentum,
+        )
+    if isinstance(c, DwiseNeuroCoreConfig):
+        return DwiseNeuroCore(
+            in_channels,
+            stem_channels=c.stem_channels,
+            channels=c.channels,
+            depths=c.depths,
+            group_stride=c.group_stride,
+            expansion=c.expansion,
+            spatial_kernel=c.spatial_kernel,
+            temporal_kernel=c.temporal_kernel,
+            se_ratio=c.se_ratio,
+            position_encoding=c.position_encoding,
+            drop_path=c.drop_path,
+            cortex_channels=c.cortex_channels,
+            cortex_groups=c.cortex_groups,
+            cortex_drop_path=c.cortex_drop_path,
+            momentum=c.batch_norm_momentum,
+        )
+    raise TypeError(f"no core for {type(c).__name__}")
+
+
+def build_readout(
+    config: ModelConfig, meta: MouseMeta, in_channels: int, map_size: tuple[int, int], init_bias: np.ndarray | None
+) -> Readout:
+    """The readout of ``config.readout`` for one mouse."""
+    r = config.readout
+    if isinstance(r, GaussianReadoutConfig):
+        return GaussianReadout(
+            in_channels,
+            np.asarray(meta.coordinates),
+            position_hidden=r.position_hidden,
+            position_layers=r.position_layers,
+            position_dims=r.position_dims,
+            init_sigma=r.init_sigma,
+            init_bias=init_bias,
+        )
+    if isinstance(r, FactorizedReadoutConfig):
+        return FactorizedReadout(in_channels, meta.n_neurons, *map_size, init_bias=init_bias)
+    if isinstance(r, DwiseNeuroReadoutConfig):
+        return DwiseNeuroReadout(in_channels, meta.n_neurons, r.groups, r.dropout, init_bias=init_bias)
+    raise TypeError(f"no readout for {type(r).__name__}")
 
 
 class SensoriumModel(nn.Module):
-    """Factorised 3D core → per-mouse readout (+ shifter) → positive output."""
+    """Input stack -> shared core -> per-mouse readout (+ shifter) -> positive output."""
 
     def __init__(self, config: ModelConfig, mice: Sequence[MouseMeta]) -> None:
         super().__init__()
@@ -64,44 +148,45 @@ class SensoriumModel(nn.Module):
         self.config = config
         self.mice = names
         self._index = {name: f"m{i}" for i, name in enumerate(names)}  # ModuleDict keys must be plain
-        in_channels = 1 + 2 * config.behavior_channels + 2 * config.pupil_channels
-        self.core = Factorized3dCore(
-            in_channels,
-            config.core_channels,
-            config.spatial_kernels,
-            config.temporal_kernels,
-            momentum=config.batch_norm_momentum,
+        self.inputs = InputStack(
+            downsample=config.downsample,
+            pad_to=config.pad_to,
+            behavior_channels=config.behavior_channels,
+            pupil_channels=config.pupil_channels,
         )
+        self.core = build_core(config, self.inputs.out_channels)
+        map_size = self.core.output_size(*self.inputs.output_size(VIDEO_HEIGHT, VIDEO_WIDTH))
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
-        self.nonlinearity = Elu1() if config.output == "elu1" else BetaSoftplus(config.softplus_beta)
+        self.nonlinearity = (
+            Elu1() if config.output == "elu1" else BetaSoftplus(config.softplus_beta, config.softplus_learnable)
+        )
         self.readouts = nn.ModuleDict()
         self.shifters = nn.ModuleDict()
         for meta in mice:
             key = self._index[meta.name]
             init_bias = None if meta.mean_response is None else self.nonlinearity.inverse(meta.mean_response)
-            if config.readout == "factorized":
-                self.readouts[key] = FactorizedReadout(
-                    self.core.out_channels,
-                    meta.n_neurons,
-                    VIDEO_HEIGHT // config.downsample,
-                    VIDEO_WIDTH // config.downsample,
-                    init_bias=init_bias,
-                )
-            else:
-                self.readouts[key] = GaussianReadout(
-                    self.core.out_channels,
-                    np.asarray(meta.coordinates),
-                    position_hidden=config.position_hidden,
-                    position_layers=config.position_layers,
-                    init_sigma=config.init_sigma,
-                    init_bias=init_bias,
-                )
-            if config.shifter_hidden > 0:
-                self.shifters[key] = MLPShifter(config.shifter_hidden, config.shifter_layers)
+            self.readouts[key] = build_readout(config, meta, self.core.out_channels, map_size, init_bias)
+            if config.shifter is not None:
+                self.shifters[key] = MLPShifter(config.shifter.hidden, config.shifter.layers)
 
     @property
     def context_frames(self) -> int:
-        return self.core.context_frames
+        """Model frames before output ``i`` that it depends on (GRU: the burn-in)."""
+        return int(self.core.context_frames)
+
+    @property
+    def lookahead_frames(self) -> int:
+        """Model frames after output ``i`` that it depends on (0 for a causal model)."""
+        return int(self.core.lookahead_frames)
+
+    @property
+    def causal(self) -> bool:
+        return self.lookahead_frames == 0
+
+    @property
+    def frame_step(self) -> int:
+        """The model sees every ``frame_step``-th frame of a trial."""
+        return int(self.config.frame_step)
 
     def n_neurons(self, mouse: str) -> int:
         return self.readouts[self._key(mouse)].n_neurons
@@ -115,23 +200,10 @@ class SensoriumModel(nn.Module):
             raise KeyError(f"the model knows no mouse {mouse!r}; it was built for {self.mice}")
         return self._index[mouse]
 
-    def _inputs(self, video: torch.Tensor, behavior: torch.Tensor, pupil_center: torch.Tensor) -> torch.Tensor:
-        """``(B, C, T, h, w)`` core input: the (downsampled) video and broadcast behaviour channels."""
-        batch, time, height, width = video.shape
-        x = video.reshape(batch * time, 1, height, width)
-        if self.config.downsample > 1:
-            x = F.avg_pool2d(x, self.config.downsample)
-        height, width = x.shape[-2:]
-        channels = [x.reshape(batch, time, 1, height, width)]
-        for flag, values in ((self.config.behavior_channels, behavior), (self.config.pupil_channels, pupil_center)):
-            if flag:
-                channels.append(values[:, :, :, None, None].expand(batch, time, 2, height, width))
-        return torch.cat(channels, dim=2).transpose(1, 2)
-
     def forward(
         self, video: torch.Tensor, behavior: torch.Tensor, pupil_center: torch.Tensor, mouse: str
     ) -> torch.Tensor:
         key = self._key(mouse)
-        features = self.dropout(self.core(self._inputs(video, behavior, pupil_center)))
+        features = self.dropout(self.core(self.inputs(video, behavior, pupil_center)))
         shift = self.shifters[key](pupil_center) if key in self.shifters else None
         return self.nonlinearity(self.readouts[key](features, shift))

@@ -1,4 +1,8 @@
-"""Readouts: one per mouse, core feature maps in, that mouse's neurons out.
+"""Readouts: one per mouse, core features in, that mouse's neurons out as ``(B, T, N)``
+pre-activations.
+
+Map readouts (Gaussian, factorized) read ``(B, C, T, h, w)`` feature maps; the DwiseNeuro
+readout reads ``(B, C, T)`` feature vectors.
 
 The Gaussian readout of the official baseline: each neuron reads the core's features at one
 point of the feature map (bilinear sampling), weights the channels and adds a bias. The
@@ -24,11 +28,11 @@ def _standardise(coordinates: np.ndarray) -> np.ndarray:
 
 
 class PositionMLP(nn.Module):
-    """Cortical coordinates ``(N, 3)`` → readout positions ``(N, 2)`` as (x, y) in ``[-1, 1]``."""
+    """Cortical coordinates ``(N, dims)`` → readout positions ``(N, 2)`` as (x, y) in ``[-1, 1]``."""
 
-    def __init__(self, hidden: int = 30, layers: int = 2) -> None:
+    def __init__(self, hidden: int = 30, layers: int = 2, dims: int = 3) -> None:
         super().__init__()
-        widths = [3] + [hidden] * layers
+        widths = [dims] + [hidden] * layers
         blocks: list[nn.Module] = []
         for i in range(layers):
             blocks += [nn.Linear(widths[i], widths[i + 1]), nn.ELU()]
@@ -62,13 +66,15 @@ class GaussianReadout(Readout):
         *,
         position_hidden: int = 30,
         position_layers: int = 2,
+        position_dims: int = 3,
         init_sigma: float = 0.2,
         init_bias: np.ndarray | None = None,
     ) -> None:
         n_neurons = len(coordinates)
         super().__init__(n_neurons, init_bias)
+        coordinates = np.asarray(coordinates, dtype=np.float64).reshape(n_neurons, -1)[:, :position_dims]
         self.register_buffer("coordinates", torch.as_tensor(_standardise(coordinates), dtype=torch.float32))
-        self.positions = PositionMLP(position_hidden, position_layers)
+        self.positions = PositionMLP(position_hidden, position_layers, position_dims)
         self.sigma = nn.Parameter(torch.full((n_neurons, 2), float(init_sigma)))
         self.weight = nn.Parameter(torch.full((in_channels, n_neurons), 1.0 / in_channels))
 
@@ -135,3 +141,25 @@ class FactorizedReadout(Readout):
             features = translate(features, shift)
         pooled = torch.einsum("bcthw,nhw->btcn", features, self.mask)  # (B, T, C, N)
         return torch.einsum("btcn,cn->btn", pooled, self.weight) + self.bias
+
+
+class DwiseNeuroReadout(Readout):
+    """The winners' readout: dropout, then a grouped point-wise 1D convolution from the
+    cortex's ``(B, C, T)`` vectors to the mouse's neurons. A neuron count that ``groups``
+    does not divide is padded with unused outputs, which are cut off."""
+
+    def __init__(
+        self, in_channels: int, n_neurons: int, groups: int = 2, dropout: float = 0.4, init_bias: np.ndarray | None = None
+    ) -> None:
+        super().__init__(n_neurons, init_bias)
+        padded = -(-n_neurons // groups) * groups
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.conv = nn.Conv1d(in_channels, padded, 1, groups=groups, bias=False)
+
+    def l1(self) -> torch.Tensor:
+        """L1 norm of the weights, summed per neuron, mean over neurons."""
+        return self.conv.weight[: self.n_neurons].abs().sum((1, 2)).mean()
+
+    def forward(self, features: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.conv(self.dropout(features))[:, : self.n_neurons]  # (B, N, T)
+        return out.transpose(1, 2) + self.bias

@@ -1,4 +1,4 @@
-"""Training data: converted mice in RAM, in the official normalisation, and windows drawn from them.
+"""Training data: converted mice in the official normalisation, and windows cut from them.
 
 Everything a model sees goes through :mod:`normalize` (spec §3), so training targets and the
 scorer's ground truth are in the same units:
@@ -7,29 +7,173 @@ scorer's ground truth are in the same units:
 - responses ``× response_precision(std)`` per frame;
 - every trial cut to ``store.usable_frames()``; frames after that are zero-filled (never read).
 
-Videos are kept as float16 (the normalised values need no more), everything else as float32.
-The rest of the package only uses :class:`MouseData`'s small interface (``window``,
-``n_frames``, metadata), so a lazily reading Zarr-backed class can replace it later.
+Three window sources share one small interface (``window(rows, starts, length, step)`` → :class:`Batch`,
+``n_frames``, ``mean_response(rows)`` and the trial/neuron metadata), so the sampler, the
+validation loop and prediction never ask where the data lives:
+
+- :class:`MouseData` (:func:`load_mouse`): the whole mouse in RAM in a compact form (videos float16,
+  responses float32 or float16), windows cut by slicing; the fast default when it fits.
+- :class:`DeviceMouse` (``MouseData.to_device``): the same compact arrays as tensors on the GPU;
+  windows are cut there with batched indexing, so no host-to-device copy per batch at all.
+- :class:`ZarrMouse` (:func:`open_lazy`): nothing held; each window is read from the Zarr store and
+  normalised on the fly. For mice that do not fit; run it in ``DataLoader`` workers, each of which
+  opens its own store handle (:func:`worker_init`).
+
+:func:`load_sources` picks one per mouse (``mode="auto"``: device if it fits there, else RAM if it
+fits there, else lazy). :class:`WindowSampler` draws random windows over all mice (uniform or
+weighted choice of the mouse, then ``batch_size`` (trial, start) pairs of it, optional frame step);
+``sampler.batches(n, device=..., workers=...)`` yields ``n`` batches on the device, through a
+``DataLoader`` with pinned memory when ``workers > 0``. Every random draw happens in the main process
+from one checkpointable numpy generator, so the windows do not depend on the number of workers and
+a resumed run draws the same windows as an uninterrupted one.
+
+A window of ``length`` frames with ``step`` s covers ``(length - 1) * s + 1`` frames of the trial
+(temporal subsampling: every s-th frame, all modalities alike).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from .errors import StoreError
+from .errors import ConfigError, StoreError
 from .layout import LABELLED_TIERS, MAX_FRAMES, TIERS
 from .normalize import behavior_scale, response_precision, video_normalizer
 from .store import MouseStore, open_mouse
 
+#: dtypes a held mouse may keep its responses in (videos are always float16).
+RESPONSE_DTYPES: tuple[str, ...] = ("float32", "float16")
+#: ``load_sources`` modes.
+MODES: tuple[str, ...] = ("auto", "ram", "device", "lazy")
+#: Share of the free RAM (or free GPU memory) that ``mode="auto"`` lets the held mice take.
+MEMORY_FRACTION = 0.6
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
+_MODALITIES = ("videos", "behavior", "pupil_center", "responses")
+
+
+def span(length: int, step: int) -> int:
+    """Frames of a trial that a window of ``length`` frames taken every ``step`` frames covers."""
+    return (int(length) - 1) * int(step) + 1
+
+
+# --- batches ---------------------------------------------------------------------------
+
 
 @dataclass
-class MouseData:
-    """Normalised trials of one mouse (rows sorted by trial id), time-first."""
+class Batch:
+    """Model inputs (and targets) of equally long windows of one mouse, time-first, float32."""
+
+    mouse: str
+    video: torch.Tensor  # (B, T, H, W)
+    behavior: torch.Tensor  # (B, T, 2)
+    pupil_center: torch.Tensor  # (B, T, 2)
+    responses: torch.Tensor | None  # (B, T, N)
+
+    def __len__(self) -> int:
+        return int(self.video.shape[0])
+
+    def _map(self, fn: Any) -> Batch:
+        apply = lambda x: None if x is None else fn(x)  # noqa: E731
+        return Batch(self.mouse, apply(self.video), apply(self.behavior), apply(self.pupil_center), apply(self.responses))
+
+    def to(self, device: torch.device | str, non_blocking: bool = True) -> Batch:
+        """Copy to ``device``; from pinned memory the copy overlaps with the GPU's work."""
+        return self._map(lambda x: x.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> Batch:
+        """Page-locked copy (``DataLoader(pin_memory=True)`` calls this in its pinning thread)."""
+        return self._map(lambda x: x.pin_memory())
+
+
+# --- normalisation ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Per-frame official normalisation of one mouse, time-major, for the first ``length`` frames."""
+
+    video_offset: np.ndarray  # (T, H, W)
+    video_scale: np.ndarray
+    behavior_scale: np.ndarray  # (T, 2)
+    pupil_offset: np.ndarray  # (T, 2)
+    pupil_scale: np.ndarray
+    precision: np.ndarray  # (T, N)
+
+    @classmethod
+    def of(cls, mouse: MouseStore, length: int) -> Normalizer:
+        def stat(modality: str, name: str) -> np.ndarray:
+            # NaN past ``length`` would mean a wrong cut; frames are never read there
+            return np.nan_to_num(np.asarray(mouse.statistic(modality, name)[:length], dtype=np.float64))
+
+        v_offset, v_scale = video_normalizer(stat("videos", "mean"), stat("videos", "std"))
+        p_offset, p_scale = video_normalizer(stat("pupil_center", "mean"), stat("pupil_center", "std"))
+        precision = np.nan_to_num(response_precision(np.asarray(mouse.statistic("responses", "std"))[:length]))
+        return cls(v_offset, v_scale, behavior_scale(stat("behavior", "std")), p_offset, p_scale, precision)
+
+    def apply(self, modality: str, raw: np.ndarray, frames: slice) -> np.ndarray:
+        """Normalised float32 values of ``raw`` (time-first, leading axes allowed) at ``frames``."""
+        x = np.asarray(raw, dtype=np.float32)
+        if modality == "videos":
+            return (x - self.video_offset[frames]) * self.video_scale[frames]
+        if modality == "behavior":
+            return x * self.behavior_scale[frames]
+        if modality == "pupil_center":
+            return (x - self.pupil_offset[frames]) * self.pupil_scale[frames]
+        if modality == "responses":
+            return x * self.precision[frames]
+        raise ValueError(f"unknown modality {modality!r}")
+
+
+@dataclass(frozen=True)
+class _Selection:
+    """The trials of some tiers that have usable frames, and their metadata."""
+
+    store_rows: np.ndarray
+    trial_ids: np.ndarray
+    tiers: np.ndarray
+    stimulus_groups: np.ndarray
+    n_frames: np.ndarray
+
+    @classmethod
+    def of(cls, mouse: MouseStore, tiers: Sequence[str], max_frames: int) -> _Selection:
+        unknown = set(tiers) - set(TIERS)
+        if unknown:
+            raise StoreError(mouse.path, f"unknown tier(s) {sorted(unknown)}; expected some of {TIERS}")
+        table = mouse.trials
+        usable = mouse.usable_frames(max_frames)
+        keep = table["tier"].isin(list(tiers)).to_numpy() & (usable > 0)
+        selected = table[keep]
+        return cls(
+            store_rows=selected["row"].to_numpy(dtype=np.int64),
+            trial_ids=selected["trial_id"].to_numpy(dtype=np.int64),
+            tiers=selected["tier"].to_numpy(dtype=str),
+            stimulus_groups=selected["stimulus_group"].to_numpy(),
+            n_frames=usable[keep].astype(np.int64),
+        )
+
+    @property
+    def length(self) -> int:
+        return int(self.n_frames.max()) if len(self.n_frames) else 0
+
+
+def _check_windows(mouse: str, n_frames: np.ndarray, rows: np.ndarray, starts: np.ndarray, length: int, step: int) -> None:
+    if length < 1 or step < 1:
+        raise ValueError(f"{mouse}: window length ({length}) and step ({step}) must be >= 1")
+    if len(rows) != len(starts):
+        raise ValueError(f"{mouse}: {len(rows)} rows but {len(starts)} starts")
+    if np.any(starts < 0) or np.any(starts + span(length, step) > n_frames[rows]):
+        raise ValueError(f"{mouse}: a window of {length} frames (step {step}) runs past a trial's usable frames")
+
+
+class _Metadata:
+    """Trial and neuron metadata every source has (rows index the selected trials)."""
 
     mouse: str
     path: Path
@@ -37,10 +181,6 @@ class MouseData:
     tiers: np.ndarray  # (n,) str
     stimulus_groups: np.ndarray  # (n,)
     n_frames: np.ndarray  # (n,) int64, usable frames
-    videos: np.ndarray  # (n, T, H, W) float16
-    behavior: np.ndarray  # (n, T, 2) float32
-    pupil_center: np.ndarray  # (n, T, 2) float32
-    responses: np.ndarray | None  # (n, T, N) float32, None when not loaded
     unit_ids: np.ndarray  # (N,) int64
     coordinates: np.ndarray  # (N, 3) float64, µm
 
@@ -56,41 +196,102 @@ class MouseData:
         """Indices (into this object) of the trials in ``tiers``."""
         return np.flatnonzero(np.isin(self.tiers, tiers))
 
-    def window(self, rows: Sequence[int] | np.ndarray, starts: Sequence[int] | np.ndarray, length: int) -> "Batch":
-        """Frames ``[start, start + length)`` of each trial in ``rows``, stacked into a batch."""
-        rows = np.asarray(rows, dtype=np.int64)
-        starts = np.asarray(starts, dtype=np.int64)
-        if np.any(starts + length > self.n_frames[rows]) or np.any(starts < 0):
-            raise ValueError(f"{self.mouse}: a window of {length} frames runs past a trial's usable frames")
-        index = starts[:, None] + np.arange(length)[None]
-        take = (rows[:, None], index)
-        return Batch(
-            mouse=self.mouse,
-            video=torch.from_numpy(self.videos[take].astype(np.float32)),
-            behavior=torch.from_numpy(self.behavior[take]),
-            pupil_center=torch.from_numpy(self.pupil_center[take]),
-            responses=None if self.responses is None else torch.from_numpy(self.responses[take]),
-        )
+
+class WindowSource(Protocol):
+    """What the sampler, validation and prediction need of a mouse (all three sources have it)."""
+
+    mouse: str
+    n_frames: np.ndarray
+
+    def window(self, rows: Sequence[int] | np.ndarray, starts: Sequence[int] | np.ndarray, length: int, step: int = 1) -> Batch: ...
+
+
+# --- the whole mouse in RAM ----------------------------------------------------------------
 
 
 @dataclass
-class Batch:
-    """Model inputs (and targets) of equally long windows of one mouse, time-first."""
+class MouseData(_Metadata):
+    """Normalised trials of one mouse (rows sorted by trial id), time-first, held in RAM."""
 
     mouse: str
-    video: torch.Tensor  # (B, T, H, W)
-    behavior: torch.Tensor  # (B, T, 2)
-    pupil_center: torch.Tensor  # (B, T, 2)
-    responses: torch.Tensor | None  # (B, T, N)
+    path: Path
+    trial_ids: np.ndarray
+    tiers: np.ndarray
+    stimulus_groups: np.ndarray
+    n_frames: np.ndarray
+    videos: np.ndarray  # (n, T, H, W) float16
+    behavior: np.ndarray  # (n, T, 2) float32
+    pupil_center: np.ndarray  # (n, T, 2) float32
+    responses: np.ndarray | None  # (n, T, N) float32 or float16, None when not loaded
+    unit_ids: np.ndarray
+    coordinates: np.ndarray
 
-    def to(self, device: torch.device | str) -> "Batch":
-        move = lambda x: None if x is None else x.to(device, non_blocking=True)  # noqa: E731
-        return Batch(self.mouse, move(self.video), move(self.behavior), move(self.pupil_center), move(self.responses))
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.videos, self.behavior, self.pupil_center, self.responses) if a is not None)
+
+    def window(
+        self,
+        rows: Sequence[int] | np.ndarray,
+        starts: Sequence[int] | np.ndarray,
+        length: int,
+        step: int = 1,
+        *,
+        pin_memory: bool = False,
+    ) -> Batch:
+        """Frames ``start, start + step, …`` (``length`` of them) of each trial in ``rows``, as float32.
+
+        Each window is one strided slice copied (and cast) straight into the batch tensors, which
+        are page-locked when ``pin_memory`` (needs CUDA), ready for a non-blocking copy.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        starts = np.asarray(starts, dtype=np.int64)
+        _check_windows(self.mouse, self.n_frames, rows, starts, length, step)
+        arrays = {"videos": self.videos, "behavior": self.behavior, "pupil_center": self.pupil_center}
+        if self.responses is not None:
+            arrays["responses"] = self.responses
+        out = {}
+        for name, array in arrays.items():
+            tensor = torch.empty((len(rows), length, *array.shape[2:]), dtype=torch.float32, pin_memory=pin_memory)
+            target = tensor.numpy()
+            for i, (row, start) in enumerate(zip(rows, starts, strict=True)):
+                target[i] = array[row, start : start + span(length, step) : step]
+            out[name] = tensor
+        return Batch(self.mouse, out["videos"], out["behavior"], out["pupil_center"], out.get("responses"))
+
+    def mean_response(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Mean normalised response per neuron over the usable frames of ``rows`` (float64)."""
+        if self.responses is None:
+            raise ValueError(f"{self.mouse}: responses were not loaded")
+        return _mean_response(self.n_neurons, self.n_frames, rows, lambda r, n: self.responses[r, :n])
+
+    def to_device(self, device: torch.device | str) -> DeviceMouse:
+        """The same compact arrays as tensors on ``device`` (one copy, then windows are cut there)."""
+        move = lambda a: None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
+        return DeviceMouse(
+            mouse=self.mouse,
+            path=self.path,
+            trial_ids=self.trial_ids,
+            tiers=self.tiers,
+            stimulus_groups=self.stimulus_groups,
+            n_frames=self.n_frames,
+            videos=move(self.videos),
+            behavior=move(self.behavior),
+            pupil_center=move(self.pupil_center),
+            responses=move(self.responses),
+            unit_ids=self.unit_ids,
+            coordinates=self.coordinates,
+        )
 
 
-def _safe(stat: np.ndarray, limit: int) -> np.ndarray:
-    """First ``limit`` frames of a time-major statistic; NaN there would mean a wrong cut."""
-    return np.nan_to_num(np.asarray(stat[:limit], dtype=np.float64))
+def _mean_response(n_neurons: int, n_frames: np.ndarray, rows: Any, read: Any) -> np.ndarray:
+    total = np.zeros(n_neurons, dtype=np.float64)
+    count = 0
+    for r in np.asarray(rows, dtype=np.int64):
+        n = int(n_frames[r])
+        total += np.asarray(read(r, n)).sum(axis=0, dtype=np.float64)
+        count += n
+    return total / max(count, 1)
 
 
 def load_mouse(
@@ -99,112 +300,456 @@ def load_mouse(
     *,
     responses: bool = True,
     max_frames: int = MAX_FRAMES,
+    response_dtype: str = "float32",
 ) -> MouseData:
     """Read the trials of ``tiers`` from a converted store into RAM, officially normalised.
 
-    ``responses=False`` skips the responses (test tiers carry none worth reading).
+    ``responses=False`` skips the responses (test tiers carry none worth reading);
+    ``response_dtype="float16"`` halves their memory (normalised responses need no more
+    precision; a value past float16's range is an error rather than a silent infinity).
     """
+    if response_dtype not in RESPONSE_DTYPES:
+        raise ConfigError(f"response_dtype: {response_dtype!r} is not one of {list(RESPONSE_DTYPES)}")
     mouse = store if isinstance(store, MouseStore) else open_mouse(store)
-    unknown = set(tiers) - set(TIERS)
-    if unknown:
-        raise StoreError(mouse.path, f"unknown tier(s) {sorted(unknown)}; expected some of {TIERS}")
-    table = mouse.trials
-    usable_all = mouse.usable_frames(max_frames)
-    keep = table["tier"].isin(list(tiers)).to_numpy() & (usable_all > 0)
-    rows = table["row"].to_numpy(dtype=np.int64)[keep]
-    usable = usable_all[keep]
-    length = int(usable.max()) if len(rows) else 0
-
-    v_offset, v_scale = video_normalizer(
-        _safe(mouse.statistic("videos", "mean"), length), _safe(mouse.statistic("videos", "std"), length)
-    )
-    b_scale = behavior_scale(_safe(mouse.statistic("behavior", "std"), length))
-    p_offset, p_scale = video_normalizer(
-        _safe(mouse.statistic("pupil_center", "mean"), length),
-        _safe(mouse.statistic("pupil_center", "std"), length),
-    )
-    precision = np.nan_to_num(response_precision(np.asarray(mouse.statistic("responses", "std"))[:length]))
-
-    n, n_neurons = len(rows), mouse.n_neurons
-    height, width = v_offset.shape[1:] if length else mouse.array("videos").shape[2:]
-    videos = np.zeros((n, length, height, width), dtype=np.float16)
-    behavior = np.zeros((n, length, 2), dtype=np.float32)
-    pupil = np.zeros((n, length, 2), dtype=np.float32)
-    resp = np.zeros((n, length, n_neurons), dtype=np.float32) if responses else None
-    arrays = {m: mouse.array(m) for m in ("videos", "behavior", "pupil_center", "responses")}
-    for i, (row, t) in enumerate(zip(rows, usable, strict=True)):
-        t = int(t)
-        videos[i, :t] = (np.asarray(arrays["videos"][row, :t], dtype=np.float32) - v_offset[:t]) * v_scale[:t]
-        behavior[i, :t] = np.asarray(arrays["behavior"][row, :t], dtype=np.float32) * b_scale[:t]
-        pupil[i, :t] = (np.asarray(arrays["pupil_center"][row, :t], dtype=np.float32) - p_offset[:t]) * p_scale[:t]
-        if resp is not None:
-            resp[i, :t] = np.asarray(arrays["responses"][row, :t], dtype=np.float32) * precision[:t]
-    for name, array in (("videos", videos), ("behavior", behavior), ("pupil_center", pupil), ("responses", resp)):
-        if array is not None and not np.all(np.isfinite(array)):
-            raise StoreError(mouse.path, f"{name}: non-finite values inside the usable frames after normalisation")
-    selected = table[keep]
+    sel = _Selection.of(mouse, tiers, max_frames)
+    length = sel.length
+    norm = Normalizer.of(mouse, length)
+    n, n_neurons = len(sel.store_rows), mouse.n_neurons
+    height, width = mouse.array("videos").shape[2:]
+    held = {
+        "videos": np.zeros((n, length, height, width), dtype=np.float16),
+        "behavior": np.zeros((n, length, 2), dtype=np.float32),
+        "pupil_center": np.zeros((n, length, 2), dtype=np.float32),
+    }
+    if responses:
+        held["responses"] = np.zeros((n, length, n_neurons), dtype=response_dtype)
+    sources = {m: mouse.array(m) for m in held}
+    for i, (row, t) in enumerate(zip(sel.store_rows, sel.n_frames, strict=True)):
+        frames = slice(0, int(t))
+        for name, target in held.items():
+            values = norm.apply(name, sources[name][row, frames], frames)
+            if not np.all(np.isfinite(values)):
+                raise StoreError(mouse.path, f"{name}: non-finite values inside the usable frames after normalisation")
+            if target.dtype == np.float16 and np.abs(values).max(initial=0.0) > _FLOAT16_MAX:
+                raise StoreError(
+                    mouse.path, f"{name}: normalised values of row {row} exceed float16's range (hold them as float32)"
+                )
+            target[i, frames] = values
     return MouseData(
         mouse=mouse.mouse,
         path=mouse.path,
-        trial_ids=selected["trial_id"].to_numpy(dtype=np.int64),
-        tiers=selected["tier"].to_numpy(dtype=str),
-        stimulus_groups=selected["stimulus_group"].to_numpy(),
-        n_frames=usable.astype(np.int64),
-        videos=videos,
-        behavior=behavior,
-        pupil_center=pupil,
-        responses=resp,
+        trial_ids=sel.trial_ids,
+        tiers=sel.tiers,
+        stimulus_groups=sel.stimulus_groups,
+        n_frames=sel.n_frames,
+        videos=held["videos"],
+        behavior=held["behavior"],
+        pupil_center=held["pupil_center"],
+        responses=held.get("responses"),
         unit_ids=mouse.unit_ids,
         coordinates=mouse.coordinates,
     )
 
 
-def load_labelled(store_dirs: Sequence[str | Path], max_frames: int = MAX_FRAMES) -> dict[str, MouseData]:
-    """The labelled trials (train + oracle) of every store, keyed by mouse name."""
+def load_labelled(
+    store_dirs: Sequence[str | Path], max_frames: int = MAX_FRAMES, *, response_dtype: str = "float32"
+) -> dict[str, MouseData]:
+    """The labelled trials (train + oracle) of every store in RAM, keyed by mouse name."""
     out: dict[str, MouseData] = {}
     for path in store_dirs:
-        data = load_mouse(path, LABELLED_TIERS, max_frames=max_frames)
-        if data.mouse in out:
-            raise StoreError(path, f"mouse {data.mouse!r} is given twice (also {out[data.mouse].path})")
-        out[data.mouse] = data
+        data = load_mouse(path, LABELLED_TIERS, max_frames=max_frames, response_dtype=response_dtype)
+        _add(out, data, path)
     return out
 
 
+def _add(out: dict, source: _Metadata, path: str | Path) -> None:
+    if source.mouse in out:
+        raise StoreError(path, f"mouse {source.mouse!r} is given twice (also {out[source.mouse].path})")
+    out[source.mouse] = source
+
+
+# --- the whole mouse on the GPU ------------------------------------------------------------
+
+
+@dataclass
+class DeviceMouse(_Metadata):
+    """:class:`MouseData`'s compact arrays as tensors on a device; windows are gathered there."""
+
+    mouse: str
+    path: Path
+    trial_ids: np.ndarray
+    tiers: np.ndarray
+    stimulus_groups: np.ndarray
+    n_frames: np.ndarray
+    videos: torch.Tensor  # (n, T, H, W) float16
+    behavior: torch.Tensor
+    pupil_center: torch.Tensor
+    responses: torch.Tensor | None
+    unit_ids: np.ndarray
+    coordinates: np.ndarray
+
+    @property
+    def device(self) -> torch.device:
+        return self.videos.device
+
+    def window(
+        self, rows: Sequence[int] | np.ndarray, starts: Sequence[int] | np.ndarray, length: int, step: int = 1, **_: Any
+    ) -> Batch:
+        """Like :meth:`MouseData.window`, by one batched gather per modality on the device."""
+        rows = np.asarray(rows, dtype=np.int64)
+        starts = np.asarray(starts, dtype=np.int64)
+        _check_windows(self.mouse, self.n_frames, rows, starts, length, step)
+        frames = torch.from_numpy(starts[:, None] + step * np.arange(length)[None]).to(self.device, non_blocking=True)
+        index = (torch.from_numpy(rows).to(self.device, non_blocking=True)[:, None], frames)
+        take = lambda a: None if a is None else a[index].float()  # noqa: E731
+        return Batch(self.mouse, take(self.videos), take(self.behavior), take(self.pupil_center), take(self.responses))
+
+    def mean_response(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        if self.responses is None:
+            raise ValueError(f"{self.mouse}: responses were not loaded")
+        total = torch.zeros(self.n_neurons, dtype=torch.float64, device=self.device)
+        count = 0
+        for r in np.asarray(rows, dtype=np.int64):
+            n = int(self.n_frames[r])
+            total += self.responses[int(r), :n].double().sum(0)
+            count += n
+        return (total / max(count, 1)).cpu().numpy()
+
+
+# --- lazily read from Zarr -----------------------------------------------------------------
+
+
+@dataclass
+class ZarrMouse(_Metadata):
+    """A mouse read window by window from its Zarr store, normalised on the fly.
+
+    Holds only metadata and the normaliser; the store is opened on first use in each
+    process (``DataLoader`` workers call :meth:`open` through :func:`worker_init`), so it
+    pickles small and no handle is ever shared between processes.
+    """
+
+    mouse: str
+    path: Path
+    store_rows: np.ndarray
+    trial_ids: np.ndarray
+    tiers: np.ndarray
+    stimulus_groups: np.ndarray
+    n_frames: np.ndarray
+    unit_ids: np.ndarray
+    coordinates: np.ndarray
+    normalizer: Normalizer
+    responses: bool = True
+    _arrays: dict | None = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_arrays": None}
+
+    def open(self) -> None:
+        """Open this process's handles on the store's arrays."""
+        store = open_mouse(self.path)
+        self._arrays = {m: store.array(m) for m in _MODALITIES}
+
+    def window(
+        self, rows: Sequence[int] | np.ndarray, starts: Sequence[int] | np.ndarray, length: int, step: int = 1, **_: Any
+    ) -> Batch:
+        """Like :meth:`MouseData.window`, each window read from the store (a few chunks each)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        starts = np.asarray(starts, dtype=np.int64)
+        _check_windows(self.mouse, self.n_frames, rows, starts, length, step)
+        if self._arrays is None:
+            self.open()
+        names = _MODALITIES if self.responses else _MODALITIES[:3]
+        out: dict[str, torch.Tensor] = {}
+        for name in names:
+            array = self._arrays[name]
+            tensor = torch.empty((len(rows), length, *array.shape[2:]), dtype=torch.float32)
+            target = tensor.numpy()
+            for i, (row, start) in enumerate(zip(rows, starts, strict=True)):
+                frames = slice(int(start), int(start) + span(length, step), step)
+                target[i] = self.normalizer.apply(name, array[int(self.store_rows[row]), frames], frames)
+            out[name] = tensor
+        return Batch(self.mouse, out["videos"], out["behavior"], out["pupil_center"], out.get("responses"))
+
+    def mean_response(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        if self._arrays is None:
+            self.open()
+        array = self._arrays["responses"]
+        return _mean_response(
+            self.n_neurons,
+            self.n_frames,
+            rows,
+            lambda r, n: self.normalizer.apply("responses", array[int(self.store_rows[r]), :n], slice(0, n)),
+        )
+
+
+def open_lazy(
+    store: str | Path | MouseStore, tiers: Sequence[str] = TIERS, *, responses: bool = True, max_frames: int = MAX_FRAMES
+) -> ZarrMouse:
+    """A :class:`ZarrMouse` of the trials of ``tiers`` (reads only metadata and statistics now)."""
+    mouse = store if isinstance(store, MouseStore) else open_mouse(store)
+    sel = _Selection.of(mouse, tiers, max_frames)
+    return ZarrMouse(
+        mouse=mouse.mouse,
+        path=mouse.path,
+        store_rows=sel.store_rows,
+        trial_ids=sel.trial_ids,
+        tiers=sel.tiers,
+        stimulus_groups=sel.stimulus_groups,
+        n_frames=sel.n_frames,
+        unit_ids=mouse.unit_ids,
+        coordinates=mouse.coordinates,
+        normalizer=Normalizer.of(mouse, sel.length),
+        responses=responses,
+    )
+
+
+# --- choosing where each mouse lives -------------------------------------------------------
+
+
+def held_bytes(store: str | Path | MouseStore, tiers: Sequence[str], *, response_dtype: str = "float32",
+               max_frames: int = MAX_FRAMES) -> int:
+    """Bytes :func:`load_mouse` would hold for these tiers (read from the metadata only)."""
+    mouse = store if isinstance(store, MouseStore) else open_mouse(store)
+    sel = _Selection.of(mouse, tiers, max_frames)
+    height, width = mouse.array("videos").shape[2:]
+    per_frame = 2 * height * width + 4 * 4 + np.dtype(response_dtype).itemsize * mouse.n_neurons
+    return int(len(sel.store_rows) * sel.length * per_frame)
+
+
+def available_ram() -> int:
+    """Bytes of RAM the system can still give (``MemAvailable``), without a new dependency."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as stream:
+            for line in stream:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def available_device_memory(device: torch.device) -> int | None:
+    """Free bytes on a CUDA device; ``None`` for the CPU (its limit is :func:`available_ram`)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    return None
+
+
+def load_sources(
+    store_dirs: Sequence[str | Path],
+    tiers: Sequence[str] = LABELLED_TIERS,
+    *,
+    mode: str = "auto",
+    device: torch.device | str = "cpu",
+    response_dtype: str = "float32",
+    max_frames: int = MAX_FRAMES,
+    memory_fraction: float = MEMORY_FRACTION,
+    log: Any = None,
+) -> dict[str, MouseData | DeviceMouse | ZarrMouse]:
+    """One window source per store, keyed by mouse name.
+
+    ``mode``: ``ram`` (:func:`load_mouse`), ``device`` (then moved to ``device``), ``lazy``
+    (:func:`open_lazy`), or ``auto``: each mouse goes on a CUDA ``device`` while the held mice fit
+    in ``memory_fraction`` of its free memory, else into RAM while they fit in that share of the
+    free RAM, else stays lazy.
+    """
+    if mode not in MODES:
+        raise ConfigError(f"data mode: {mode!r} is not one of {list(MODES)}")
+    device = torch.device(device)
+    say = log or (lambda message: None)
+    ram_left = available_ram() * memory_fraction
+    device_free = available_device_memory(device)
+    device_left = None if device_free is None else device_free * memory_fraction
+    out: dict[str, MouseData | DeviceMouse | ZarrMouse] = {}
+    for path in store_dirs:
+        store = open_mouse(path)
+        chosen = mode
+        if mode == "auto":
+            need = held_bytes(store, tiers, response_dtype=response_dtype, max_frames=max_frames)
+            if device_left is not None and need <= device_left:
+                chosen, device_left = "device", device_left - need
+            elif need <= ram_left:
+                chosen, ram_left = "ram", ram_left - need
+            else:
+                chosen = "lazy"
+            say(f"{store.mouse}: {need / 2**30:.2f} GiB held -> {chosen}")
+        if chosen == "lazy":
+            source: Any = open_lazy(store, tiers, max_frames=max_frames)
+        else:
+            source = load_mouse(store, tiers, max_frames=max_frames, response_dtype=response_dtype)
+            if chosen == "device":
+                source = source.to_device(device)
+        _add(out, source, path)
+    return out
+
+
+# --- sampling windows ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Which windows one batch holds: rows and starts of one mouse, ``length`` frames every ``step``."""
+
+    mouse: str
+    rows: np.ndarray
+    starts: np.ndarray
+    length: int
+    step: int = 1
+
+
+class WindowDataset(Dataset):
+    """Map-style dataset whose "index" is a :class:`Windows`: one whole batch per item, so
+    ``DataLoader(batch_size=None)`` workers cut (or read) whole batches in parallel."""
+
+    def __init__(self, sources: Mapping[str, WindowSource]) -> None:
+        self.sources = dict(sources)
+
+    def open(self) -> None:
+        for source in self.sources.values():
+            if isinstance(source, ZarrMouse):
+                source.open()
+
+    def __getitem__(self, windows: Windows) -> Batch:  # type: ignore[override]
+        return self.sources[windows.mouse].window(windows.rows, windows.starts, windows.length, windows.step)
+
+
+def worker_init(worker_id: int) -> None:
+    """``DataLoader`` ``worker_init_fn``: each worker opens its own handles on the stores."""
+    info = get_worker_info()
+    if info is not None and isinstance(info.dataset, WindowDataset):
+        info.dataset.open()
+
+
+def window_loader(
+    sources: Mapping[str, WindowSource], windows: Sequence[Windows], *, workers: int, pin_memory: bool = False,
+    prefetch: int = 4,
+) -> DataLoader:
+    """A ``DataLoader`` that yields the batches of ``windows`` in order, cut by ``workers`` processes."""
+    return DataLoader(
+        WindowDataset(sources),
+        sampler=list(windows),
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        worker_init_fn=worker_init if workers > 0 else None,
+        prefetch_factor=prefetch if workers > 0 else None,
+        multiprocessing_context="fork" if workers > 0 and "fork" in _start_methods() else None,
+    )
+
+
+def _start_methods() -> list[str]:
+    import multiprocessing
+
+    return multiprocessing.get_all_start_methods()
+
+
 class WindowSampler:
-    """Random training windows: a mouse uniformly, then ``batch_size`` (trial, start) pairs of it.
+    """Random training windows: a mouse (uniformly, by training trials or by given weights), then
+    ``batch_size`` (trial, start) pairs of it, each ``window_frames`` frames taken every ``frame_step``.
 
     Every batch comes from one mouse, so one readout serves it. All randomness comes from
     one numpy generator whose state is checkpointed (``state``/``set_state``), so a resumed
-    run draws the same windows as an uninterrupted one.
+    run draws the same windows as an uninterrupted one. ``data`` maps each mouse to any window
+    source (:class:`MouseData`, :class:`DeviceMouse`, :class:`ZarrMouse`).
     """
 
     def __init__(
         self,
-        data: Mapping[str, MouseData],
+        data: Mapping[str, WindowSource],
         rows: Mapping[str, np.ndarray],
         window_frames: int,
         batch_size: int,
         seed: int,
+        *,
+        frame_step: int = 1,
+        mouse_weights: str | Mapping[str, float] = "uniform",
     ) -> None:
         self.data = dict(data)
         self.rows = {m: np.asarray(r, dtype=np.int64) for m, r in rows.items() if len(r)}
         if not self.rows:
             raise ValueError("WindowSampler: no training trials")
+        missing = sorted(set(self.rows) - set(self.data))
+        if missing:
+            raise ValueError(f"WindowSampler: no data for mice {missing}")
+        if int(frame_step) < 1 or int(window_frames) < 1 or int(batch_size) < 1:
+            raise ValueError(
+                f"WindowSampler: window_frames ({window_frames}), batch_size ({batch_size}) "
+                f"and frame_step ({frame_step}) must be >= 1"
+            )
         self.mice = sorted(self.rows)
-        shortest = min(int(self.data[m].n_frames[r].min()) for m, r in self.rows.items())
-        if window_frames > shortest:
-            raise ValueError(f"window of {window_frames} frames is longer than the shortest training trial ({shortest})")
         self.window_frames = int(window_frames)
+        self.frame_step = int(frame_step)
         self.batch_size = int(batch_size)
+        need = span(self.window_frames, self.frame_step)
+        shortest = min(int(self.data[m].n_frames[r].min()) for m, r in self.rows.items())
+        if need > shortest:
+            raise ValueError(
+                f"a window of {window_frames} frames every {frame_step} spans {need} frames, "
+                f"more than the shortest training trial ({shortest})"
+            )
+        self.weights = self._weights(mouse_weights)
         self.rng = np.random.default_rng(seed)
 
-    def sample(self) -> Batch:
-        mouse = self.mice[int(self.rng.integers(len(self.mice)))]
-        data, rows = self.data[mouse], self.rows[mouse]
+    def _weights(self, mouse_weights: str | Mapping[str, float]) -> np.ndarray | None:
+        """Probabilities of the mice (``None`` = uniform, drawn as before weights existed)."""
+        if mouse_weights == "uniform":
+            return None
+        if mouse_weights == "trials":
+            raw = np.array([len(self.rows[m]) for m in self.mice], dtype=np.float64)
+        elif isinstance(mouse_weights, Mapping):
+            unknown = sorted(set(mouse_weights) - set(self.data))
+            if unknown:
+                raise ValueError(f"mouse_weights: unknown mice {unknown}")
+            raw = np.array([float(mouse_weights.get(m, 0.0)) for m in self.mice], dtype=np.float64)
+            if np.any(~np.isfinite(raw)) or np.any(raw < 0) or raw.sum() <= 0:
+                raise ValueError(f"mouse_weights: expected non-negative weights, not all zero, got {dict(mouse_weights)}")
+        else:
+            raise ValueError(f"mouse_weights: expected 'uniform', 'trials' or a mapping, got {mouse_weights!r}")
+        return np.cumsum(raw / raw.sum())
+
+    def draw(self) -> Windows:
+        """The next batch's windows (advances the generator)."""
+        if self.weights is None:
+            mouse = self.mice[int(self.rng.integers(len(self.mice)))]
+        else:
+            index = int(np.searchsorted(self.weights, self.rng.random() * self.weights[-1], side="right"))
+            mouse = self.mice[min(index, len(self.mice) - 1)]
+        rows = self.rows[mouse]
         chosen = rows[self.rng.integers(len(rows), size=self.batch_size)]
-        last_start = data.n_frames[chosen] - self.window_frames
+        last_start = self.data[mouse].n_frames[chosen] - span(self.window_frames, self.frame_step)
         starts = np.floor(self.rng.random(self.batch_size) * (last_start + 1)).astype(np.int64)
-        return data.window(chosen, starts, self.window_frames)
+        return Windows(mouse, chosen, starts, self.window_frames, self.frame_step)
+
+    def sample(self) -> Batch:
+        """The next batch, cut in this process (on the CPU, or on the device for a DeviceMouse)."""
+        w = self.draw()
+        return self.data[w.mouse].window(w.rows, w.starts, w.length, w.step)
+
+    def batches(
+        self, n: int, *, device: torch.device | str = "cpu", workers: int = 0, prefetch: int = 4
+    ) -> Iterator[Batch]:
+        """The next ``n`` batches on ``device``.
+
+        The ``n`` draws are made up front, so the generator state afterwards is the same for
+        any ``workers``. With ``workers == 0`` batches are cut here (into pinned memory when the
+        device is CUDA); otherwise a ``DataLoader`` of ``workers`` processes cuts them (the way
+        for :class:`ZarrMouse` sources) and pins them. Copies to the device are non-blocking.
+        """
+        device = torch.device(device)
+        pin = device.type == "cuda"
+        windows = [self.draw() for _ in range(int(n))]
+        if workers > 0:
+            for batch in window_loader(self.data, windows, workers=workers, pin_memory=pin, prefetch=prefetch):
+                yield batch.to(device, non_blocking=True)
+            return
+        for w in windows:
+            source = self.data[w.mouse]
+            if isinstance(source, MouseData):
+                batch = source.window(w.rows, w.starts, w.length, w.step, pin_memory=pin)
+            else:
+                batch = source.window(w.rows, w.starts, w.length, w.step)
+            yield batch.to(device, non_blocking=True)
 
     def state(self) -> dict:
         return self.rng.bit_generator.state
@@ -213,12 +758,15 @@ class WindowSampler:
         self.rng.bit_generator.state = state
 
 
-def iter_trials(data: MouseData, rows: Sequence[int] | np.ndarray, batch_size: int) -> Iterator[tuple[np.ndarray, Batch]]:
+def iter_trials(
+    data: WindowSource, rows: Sequence[int] | np.ndarray, batch_size: int, step: int = 1
+) -> Iterator[tuple[np.ndarray, Batch]]:
     """Whole trials in batches of equal length: yields ``(rows, batch)`` in the order of ``rows``
-    grouped by length (validation and prediction)."""
+    grouped by length (validation and prediction). With ``step`` > 1 every ``step``-th frame."""
     rows = np.asarray(rows, dtype=np.int64)
-    for length in np.unique(data.n_frames[rows]):
-        same = rows[data.n_frames[rows] == length]
+    lengths = (data.n_frames[rows] - 1) // step + 1
+    for length in np.unique(lengths):
+        same = rows[lengths == length]
         for i in range(0, len(same), batch_size):
             chunk = same[i : i + batch_size]
-            yield chunk, data.window(chunk, np.zeros(len(chunk), dtype=np.int64), int(length))
+            yield chunk, data.window(chunk, np.zeros(len(chunk), dtype=np.int64), int(length), step)

@@ -15,15 +15,13 @@ from sensorium_pipeline.models import ModelConfig, load_trained
 from sensorium_pipeline.predict import predict_mouse, window_starts
 from sensorium_pipeline.train import TrainConfig, load_model_file, train
 
-MODEL = ModelConfig(
-    core_channels=(4, 4),
-    spatial_kernels=(3, 3),
-    temporal_kernels=(3, 3),
-    downsample=4,
-    position_hidden=4,
-    position_layers=1,
-    shifter_hidden=2,
-    shifter_layers=2,
+MODEL = ModelConfig.from_dict(
+    {
+        "core": {"type": "factorized3d", "channels": [4, 4], "spatial_kernels": [3, 3], "temporal_kernels": [3, 3]},
+        "readout": {"type": "gaussian", "position_hidden": 4, "position_layers": 1},
+        "shifter": {"hidden": 2, "layers": 2},
+        "downsample": 4,
+    }
 )
 TRAINING = TrainConfig(
     seed=3,

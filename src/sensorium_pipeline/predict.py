@@ -1,14 +1,17 @@
-"""Predictions of a trained model for one mouse: overlapping sliding windows over every trial.
+"""Predictions of a trained model: overlapping sliding windows that cover every frame of a trial.
 
-Windows of ``window_frames`` frames start every ``stride`` frames, and the last one ends at
-the trial's last usable frame, so every frame is covered. The models are causal: a window's
-first ``context_frames`` outputs see zero padding instead of the true past (except in a
-window that starts at frame 0, where there is no past). Each frame is therefore the mean
-over the windows that saw its full context; only a frame that no such window covers (a
-window shorter than the context) takes the mean over all windows covering it.
+The contract of :mod:`sensorium_pipeline.models` fixes what a window's outputs mean: a model
+sees every ``frame_step`` (s)-th frame, its output ``i`` depends on the model frames
+``i - context .. i + lookahead``, and outputs nearer a window's edge see zero padding instead.
+For each phase ``r < s``, windows of ``window_frames`` model frames slide over the frames
+``r, r + s, ...`` every ``stride`` model frames, the last one ending at that phase's last
+frame, so every frame lies in some window. Each frame is the mean over the windows in which it
+sits at a "full" position (its whole reach inside the window, or the window touches the trial's
+edge on that side); a frame no window sees at a full position (always the case for short
+windows of a non-causal model) takes the plain mean over every window covering it.
 
-Outputs are in the official normalised units (as the training targets), NaN after each
-trial's usable frames.
+:func:`predict_windows` serves validation (train.py) and prediction alike. Outputs are in the
+official normalised units (as the training targets), NaN after each trial's usable frames.
 """
 
 from __future__ import annotations
@@ -19,14 +22,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import load_mouse
+from .data import WindowSource, load_mouse
+from .devices import resolve_device
 from .errors import ConfigError, PredictionError
 from .layout import BONUS_TIERS, MAIN_TIERS, ORACLE
 from .models import load_trained
 from .predictions import Predictions
-from .train import resolve_device
 
 DEFAULT_TIERS: tuple[str, ...] = (ORACLE, *MAIN_TIERS, *BONUS_TIERS)
+#: Trials whose sums are held at once (bounds memory to a few trials' worth of float64).
+ROWS_PER_CHUNK = 16
 
 
 def window_starts(n_frames: int, window_frames: int, stride: int) -> tuple[list[int], int]:
@@ -42,19 +47,95 @@ def window_starts(n_frames: int, window_frames: int, stride: int) -> tuple[list[
     return starts, length
 
 
+def _windows(n_frames: int, step: int, window_frames: int, stride: int) -> list[tuple[int, int, int, bool, bool]]:
+    """``(trial start, length, phase frames, at first, at last)`` of every window of one trial."""
+    out = []
+    for phase in range(min(step, n_frames)):
+        frames = (n_frames - 1 - phase) // step + 1
+        starts, length = window_starts(frames, window_frames, stride)
+        for j in starts:
+            out.append((phase + j * step, length, frames, j == 0, j + length == frames))
+    return out
+
+
+@torch.no_grad()
+def predict_windows(
+    model: torch.nn.Module,
+    data: WindowSource,
+    rows: Sequence[int] | np.ndarray,
+    *,
+    window_frames: int,
+    stride: int,
+    batch_size: int,
+    device: torch.device,
+    autocast: bool = False,
+) -> np.ndarray:
+    """``(len(rows), T, N)`` float32 predictions of ``model`` for ``data``'s trials ``rows``
+    (``T`` = the longest of them), NaN after each trial's usable frames."""
+    model.eval()
+    rows = np.asarray(rows, dtype=np.int64)
+    step = int(getattr(model, "frame_step", 1))
+    context = int(model.context_frames)
+    lookahead = int(getattr(model, "lookahead_frames", 0))
+    n_neurons = int(model.n_neurons(data.mouse))
+    length = int(data.n_frames[rows].max()) if len(rows) else 0
+    values = np.full((len(rows), length, n_neurons), np.nan, dtype=np.float32)
+    for first in range(0, len(rows), ROWS_PER_CHUNK):
+        chunk = rows[first : first + ROWS_PER_CHUNK]
+        full_sum = np.zeros((len(chunk), length, n_neurons), dtype=np.float64)
+        any_sum = np.zeros_like(full_sum)
+        full_count = np.zeros((len(chunk), length), dtype=np.int64)
+        any_count = np.zeros_like(full_count)
+        by_length: dict[int, list[tuple[int, int, bool, bool]]] = {}
+        for i, row in enumerate(chunk):
+            for start, size, _, at_first, at_last in _windows(int(data.n_frames[row]), step, window_frames, stride):
+                by_length.setdefault(size, []).append((i, start, at_first, at_last))
+        for size, items in by_length.items():
+            position = np.arange(size)
+            for b in range(0, len(items), batch_size):
+                part = items[b : b + batch_size]
+                index = np.array([p[0] for p in part])
+                starts = np.array([p[1] for p in part])
+                batch = data.window(chunk[index], starts, size, step).to(device)
+                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=autocast and device.type == "cuda"):
+                    out = model(batch.video, batch.behavior, batch.pupil_center, data.mouse)
+                out = out.float().cpu().numpy()
+                for (i, start, at_first, at_last), window in zip(part, out, strict=True):
+                    frames = start + position * step
+                    any_sum[i, frames] += window
+                    any_count[i, frames] += 1
+                    full = ((position >= context) | at_first) & ((position <= size - 1 - lookahead) | at_last)
+                    full_sum[i, frames[full]] += window[full]
+                    full_count[i, frames[full]] += 1
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(
+                (full_count > 0)[..., None],
+                full_sum / np.maximum(full_count, 1)[..., None],
+                any_sum / np.maximum(any_count, 1)[..., None],
+            )
+        for i, row in enumerate(chunk):
+            n = int(data.n_frames[row])
+            values[first + i, :n] = mean[i, :n]
+    return values
+
+
 @torch.no_grad()
 def predict_mouse(
     model_path: str | Path,
     store_dir: str | Path,
     tiers: Sequence[str] | None = DEFAULT_TIERS,
     *,
-    window_frames: int = 80,
-    stride: int = 40,
+    window_frames: int | None = None,
+    stride: int | None = None,
     device: str = "auto",
     threads: int | None = None,
     batch_size: int = 8,
+    log=None,
 ) -> Predictions:
-    """Predict every usable frame of the trials of ``tiers`` of one converted mouse."""
+    """Predict every usable frame of the trials of ``tiers`` of one converted mouse.
+
+    ``window_frames`` defaults to the model's training window (position-dependent models
+    must be run on it), ``stride`` to half the window."""
     if threads is not None:
         torch.set_num_threads(int(threads))
     tiers = tuple(tiers) if tiers else DEFAULT_TIERS
@@ -66,40 +147,19 @@ def predict_mouse(
         raise PredictionError(store_dir, f"mouse {data.mouse!r} is not one of the model's mice {trained.model.mice}")
     if not np.array_equal(trained.meta(data.mouse).unit_ids, data.unit_ids):
         raise PredictionError(store_dir, f"the unit ids of {data.mouse!r} differ from those the model was trained on")
-    context = int(model.context_frames)
-
-    n, length, n_neurons = data.n_trials, data.videos.shape[1], data.n_neurons
-    full_sum = np.zeros((n, length, n_neurons), dtype=np.float64)
-    full_count = np.zeros((n, length), dtype=np.int64)
-    any_sum = np.zeros_like(full_sum)
-    any_count = np.zeros_like(full_count)
-
-    windows: dict[int, list[tuple[int, int]]] = {}  # window length -> (row, start)
-    for row in range(n):
-        starts, size = window_starts(int(data.n_frames[row]), window_frames, stride)
-        windows.setdefault(size, []).extend((row, s) for s in starts)
-    for size, items in windows.items():
-        seen = np.arange(size)
-        for i in range(0, len(items), batch_size):
-            rows, starts = np.array(items[i : i + batch_size]).T
-            batch = data.window(rows, starts, size).to(torch_device)
-            out = model(batch.video, batch.behavior, batch.pupil_center, data.mouse).float().cpu().numpy()
-            for row, start, values in zip(rows, starts, out, strict=True):
-                frames = slice(start, start + size)
-                any_sum[row, frames] += values
-                any_count[row, frames] += 1
-                full = (seen >= context) | (start == 0)
-                full_sum[row, start + seen[full]] += values[full]
-                full_count[row, start + seen[full]] += 1
-
-    with np.errstate(invalid="ignore", divide="ignore"):
-        values = np.where(
-            (full_count > 0)[..., None],
-            full_sum / np.maximum(full_count, 1)[..., None],
-            any_sum / np.maximum(any_count, 1)[..., None],
-        ).astype(np.float32)
-    for row in range(n):
-        values[row, data.n_frames[row] :] = np.nan
+    if window_frames is None:
+        window_frames = int(trained.extra.get("training", {}).get("window_frames", 80))
+    if stride is None:
+        stride = max(1, window_frames // 2)
+    values = np.full((data.n_trials, data.videos.shape[1], data.n_neurons), np.nan, dtype=np.float32)
+    for first in range(0, data.n_trials, 64):
+        rows = np.arange(first, min(first + 64, data.n_trials))
+        out = predict_windows(
+            model, data, rows, window_frames=window_frames, stride=stride, batch_size=batch_size, device=torch_device
+        )
+        values[rows, : out.shape[1]] = out
+        if log is not None:
+            log(f"{data.mouse}: predicted {rows[-1] + 1}/{data.n_trials} trials")
     return Predictions(
         mouse=data.mouse,
         trial_ids=data.trial_ids,

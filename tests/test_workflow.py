@@ -55,6 +55,12 @@ def test_competition_dry_run_plans_the_leaderboard_reproduction():
         "ensemble": n_mice,
         "evaluate": n_models * n_folds + 1,
         "submission": 1,
+        "report_scores": 1,
+        "report_histograms": 1,
+        "report_training": 1,
+        "report_correlation_map": 1,
+        "report_software": 1,
+        "report_traces": n_mice,
     }
 
 

@@ -229,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m sensorium_pipeline",
         description="SENSORIUM 2023 pipeline stages without Snakemake. Each command prints JSON.",
+        epilog="`python -m sensorium_pipeline <command> --help` explains a command and gives an example.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -238,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="An archive is validated as the convert step does (members, shapes, dtypes, tiers); "
         "a store or predictions folder is opened and summarised.",
     )
-    p.add_argument("path")
+    p.add_argument("path", help="an archive (.zip), a converted store (folder) or predictions (.zarr)")
     p.set_defaults(run=cmd_inspect)
 
     p = commands.add_parser(
@@ -248,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
         "withheld responses). Settings are the fields of SimulationConfig.",
     )
     p.add_argument("--mouse", default="dynamic90001-1-1-Simulated-5e1a0c3d", help="folder name of the archive")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the same archive")
     p.add_argument("--config", help="YAML file of SimulationConfig fields")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="one field, e.g. --set n_neurons=500")
     p.add_argument("--out", required=True, help="output folder")
@@ -259,12 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="convert an archive to a Zarr store + Parquet tables",
         description="Validates the archive, writes the store atomically and verifies a sample of trials.",
     )
-    p.add_argument("archive")
+    p.add_argument("archive", help="an archive in the official layout (.zip)")
     p.add_argument("out", help="store folder to create, e.g. results/data/<mouse>")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--chunk-frames", type=int, default=50)
-    p.add_argument("--verify-trials", type=int, default=8)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="dtype of the stored arrays")
+    p.add_argument("--chunk-frames", type=int, default=50, help="frames per Zarr chunk (50)")
+    p.add_argument("--verify-trials", type=int, default=8, help="trials re-read and compared with the archive (8)")
+    p.add_argument("--workers", type=int, default=2, help="conversion threads (2)")
     p.set_defaults(run=cmd_convert)
 
     p = commands.add_parser(
@@ -324,9 +325,46 @@ def build_parser() -> argparse.ArgumentParser:
         description="Per tier: single-trial correlation (the ranking metric), correlation to average, "
         "the noise ceiling (simulated data) and the fraction of it reached.",
     )
-    p.add_argument("scores")
+    p.add_argument("scores", help="a scores JSON written by the evaluate step or by `score --out`")
     p.set_defaults(run=cmd_summary)
+    _add_examples(commands)
     return parser
+
+
+#: One worked example per command, shown at the end of its ``--help``.
+EXAMPLES: dict[str, str] = {
+    "inspect": "python -m sensorium_pipeline inspect results/archives/<mouse>.zip\n"
+    "  python -m sensorium_pipeline inspect results/data/<mouse>\n"
+    "  python -m sensorium_pipeline inspect results/predictions/ensemble/<mouse>.zarr",
+    "simulate": "python -m sensorium_pipeline simulate --mouse dynamic90001-1-1-Simulated-5e1a0c3d --seed 1 "
+    "--set n_neurons=200 --out sim/",
+    "convert": "python -m sensorium_pipeline convert sim/<mouse>.zip results/data/<mouse> --workers 2",
+    "validate": "python -m sensorium_pipeline validate results/submission "
+    "--store results/data/<mouse 1> --store results/data/<mouse 2>",
+    "score": "python -m sensorium_pipeline score results/predictions/ensemble/<mouse>.zarr "
+    "--store results/data/<mouse> --solutions results/simulated/<mouse>.solutions.parquet --out scores.json",
+    "summary": "python -m sensorium_pipeline summary results/scores/ensemble.json",
+    "deeplake-export": "python -m sensorium_pipeline deeplake-export results/data/<mouse> results/deeplake/<mouse>",
+    "deeplake-ingest": "python -m sensorium_pipeline deeplake-ingest results/deeplake/<mouse> results/data/<mouse> "
+    "--mouse <mouse>",
+}
+
+
+def _add_examples(commands: argparse._SubParsersAction) -> None:
+    """Append each command's example to its ``--help`` (kept apart so commands stay short)."""
+    for name, sub in commands.choices.items():
+        if name in EXAMPLES:
+            sub.epilog = f"example:\n  {EXAMPLES[name]}"
+            sub.formatter_class = _ExampleFormatter
+
+
+class _ExampleFormatter(argparse.HelpFormatter):
+    """Wraps the description as usual but keeps the example's lines as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("example:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

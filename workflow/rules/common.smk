@@ -113,3 +113,30 @@ def submission_files():
         "results/submission/bonus_final.zip",
         "results/submission/csv",
     ]
+
+
+ENVS_DIR = Path(workflow.basedir).parent / "envs"
+
+
+def report_files():
+    """The report's items (rules/report.smk); part of the default target."""
+    return [
+        "results/report/scores.html",
+        "results/report/correlation_histograms.png",
+        "results/report/training_curves.png",
+        "results/report/correlation_map.png",
+        "results/report/software.html",
+        *expand("results/report/traces/{mouse}.png", mouse=MICE),
+    ]
+
+
+def trace_inputs(wildcards):
+    """A mouse's ensemble predictions, store, per-neuron scores and (where known) solutions."""
+    inputs = {
+        "predictions": f"results/predictions/ensemble/{wildcards.mouse}.zarr",
+        "store": f"results/data/{wildcards.mouse}",
+        "neurons": "results/scores/ensemble.neurons.parquet",
+    }
+    if solutions := solutions_file(wildcards.mouse):
+        inputs["solutions"] = solutions
+    return inputs

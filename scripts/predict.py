@@ -1,4 +1,4 @@
-"""Snakemake entry of rule `predict`: sliding-window predictions of one model for every mouse."""
+"""Snakemake entry of rule `predict`: sliding-window predictions of one model for one mouse."""
 
 import os
 import sys
@@ -12,15 +12,15 @@ from sensorium_pipeline.predictions import save_predictions
 smk = snakemake  # noqa: F821
 with log_to(smk.log[0]) as log:
     options = smk.params.prediction
-    for store, out in zip(smk.input.stores, smk.output.predictions):
-        predictions = predict_mouse(
-            smk.input.model,
-            store,
-            options["tiers"],
-            window_frames=options["window_frames"],
-            stride=options["stride"],
-            device=smk.params.device,
-            threads=smk.threads,
-        )
-        save_predictions(out, predictions)
-        log.info("%s: predicted %d trials", predictions.mouse, len(predictions.trial_ids))
+    predictions = predict_mouse(
+        smk.input.model,
+        smk.input.store,
+        options["tiers"],
+        window_frames=options["window_frames"],
+        stride=options["stride"],
+        device=smk.params.device,
+        threads=smk.threads,
+        log=log.info,
+    )
+    save_predictions(smk.output.predictions, predictions)
+    log.info("%s: predicted %d trials", predictions.mouse, len(predictions.trial_ids))

@@ -1,10 +1,12 @@
-"""Snakemake entry of rule `train`: one model config x fold, resuming from checkpoints."""
+"""Snakemake entry of rule `train`: one training unit (run of all mice or of one mouse) x fold,
+resuming from checkpoints; with a `teacher` input it is the distillation stage."""
 
 import os
 import sys
 
 sys.path.insert(0, os.path.join(snakemake.scriptdir, os.pardir, "src"))  # noqa: F821
 
+from sensorium_pipeline.distill import DistillConfig
 from sensorium_pipeline.logs import log_to
 from sensorium_pipeline.train import load_model_file, train
 
@@ -17,6 +19,7 @@ with log_to(smk.log[0]) as log:
         threads=smk.threads,
         device=options["device"],
     )
+    distillation = {k: v for k, v in options["distillation"].items() if k not in ("enabled", "models")}
     result = train(
         list(smk.input.stores),
         model_config,
@@ -27,5 +30,9 @@ with log_to(smk.log[0]) as log:
         out_metrics_csv=smk.output.metrics,
         checkpoint_dir=smk.params.checkpoints,
         log=log.info,
+        fold_grouping=options["fold_grouping"],
+        phash_distance=options["phash_distance"],
+        teachers=[smk.input.teacher] if "teacher" in smk.input.keys() else [],
+        distillation=DistillConfig(**distillation),
     )
     log.info("trained: %s", result)

@@ -1,5 +1,8 @@
-"""Training as a user relies on it: folds never split repeats, an interrupted run resumes to
-the same result, a checkpoint of another config is refused, and predictions cover every frame."""
+"""Training as a user relies on it: folds never split repeats, an interrupted run (with EMA,
+CutMix and gradient accumulation) resumes to the same result, a checkpoint of another config
+is refused, the schedule warms up then decays, distillation trains the other mice's readouts,
+one model per mouse works, progress is one plain line per epoch, and predictions cover every
+frame (also with a frame step)."""
 
 from __future__ import annotations
 
@@ -9,11 +12,15 @@ import pytest
 import torch
 
 from factories import make_store
+from sensorium_pipeline.cutmix import cutmix
+from sensorium_pipeline.data import Batch, load_labelled
+from sensorium_pipeline.distill import DistillConfig, Teacher, distillation_loss
+from sensorium_pipeline.ema import ModelEma
 from sensorium_pipeline.errors import ConfigError, PathError
 from sensorium_pipeline.folds import assign_folds, split_rows
-from sensorium_pipeline.models import ModelConfig, load_trained
-from sensorium_pipeline.predict import predict_mouse, window_starts
-from sensorium_pipeline.train import TrainConfig, load_model_file, train
+from sensorium_pipeline.models import ModelConfig, build_model, load_trained
+from sensorium_pipeline.predict import predict_mouse, predict_windows, window_starts
+from sensorium_pipeline.train import METRIC_COLUMNS, TrainConfig, load_model_file, lr_at, poisson_loss, train
 
 MODEL = ModelConfig.from_dict(
     {
@@ -32,8 +39,12 @@ TRAINING = TrainConfig(
     batch_size=2,
     window_frames=20,
     scheduler="cosine",
+    warmup_epochs=1,
     patience=10,
     val_skip_first=5,
+    ema_decay=0.9,
+    cutmix_prob=0.5,
+    grad_accumulation=2,
 )
 
 
@@ -53,8 +64,7 @@ def run(stores, out, training=TRAINING, **kwargs):
         out_model=out / "model.pt",
         out_metrics_csv=out / "metrics.csv",
         checkpoint_dir=out / "checkpoints",
-        log=lambda msg: None,
-        **kwargs,
+        **{"log": lambda msg: None, **kwargs},
     )
 
 
@@ -134,3 +144,103 @@ def test_model_files_reject_unknown_keys(tmp_path):
     path.write_text("model:\n  core_channels: [8]\n  spatial_kernels: [3]\n  temporal_kernels: [3]\n  widht: 3\n")
     with pytest.raises(ConfigError, match=r"m\.yaml.*widht"):
         load_model_file(path)
+
+
+def test_the_schedule_warms_up_linearly_then_decays_by_cosine_to_min_lr():
+    cfg = TrainConfig(max_epochs=4, batches_per_epoch=10, warmup_epochs=1, lr=0.01, min_lr=0.001, scheduler="cosine")
+    lrs = [lr_at(cfg, step) for step in range(40)]
+    assert lrs[0] == pytest.approx(0.001) and lrs[9] == pytest.approx(0.01)
+    assert all(a < b for a, b in zip(lrs[:10], lrs[1:10]))
+    assert lrs[10] == pytest.approx(0.01) and lrs[39] == pytest.approx(0.001)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    plateau = TrainConfig(warmup_epochs=1, batches_per_epoch=10, scheduler="plateau")
+    assert lr_at(plateau, 5) is not None and lr_at(plateau, 10) is None
+
+
+def test_cutmix_pastes_a_box_of_another_window_and_mixes_targets_by_its_area():
+    gen = torch.Generator().manual_seed(0)
+    batch = Batch("m", torch.rand(4, 5, 36, 64, generator=gen), torch.rand(4, 5, 2, generator=gen),
+                  torch.rand(4, 5, 2, generator=gen), torch.rand(4, 5, 3, generator=gen))
+    assert cutmix(batch, np.random.default_rng(0), 1.0, 0.0) is batch
+    mixed = cutmix(batch, np.random.default_rng(1), 1.0, 1.0)
+    changed = (mixed.video != batch.video).any(dim=1)  # (B, H, W): pixels replaced in any frame
+    area = changed.float().mean(dim=(1, 2))
+    assert 0 < area.max() < 1
+    lam = 1.0 - float(area.max())
+    # each window's targets are lam * own + (1 - lam) * those of the window its box came from
+    for i in range(4):
+        others = [j for j in range(4) if torch.allclose(mixed.responses[i], lam * batch.responses[i]
+                                                        + (1 - lam) * batch.responses[j], atol=1e-6)]
+        assert others, i
+        j = others[0]
+        box = changed[i] if i != j else changed.any(dim=0)
+        assert torch.equal(mixed.video[i][:, box], batch.video[j][:, box])
+
+
+def test_ema_follows_the_weights_with_a_warming_up_decay():
+    model = torch.nn.Linear(3, 2)
+    ema = ModelEma(model, 0.5)
+    before = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model)  # decay min(0.5, 2 / 11)
+    d = 2 / 11
+    assert torch.allclose(ema.module.weight, d * before + (1 - d) * model.weight)
+    assert not ema.module.weight.requires_grad
+
+
+def test_progress_is_one_plain_line_per_epoch_and_the_csv_has_every_column(stores, tmp_path):
+    lines = []
+    summary = run(stores, tmp_path, log=lines.append)
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    assert len(epochs) == summary["epochs"] == 3
+    assert all("loss" in line and "val corr" in line for line in epochs)
+    assert all(ch.isprintable() for line in lines for ch in line)
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert tuple(metrics.columns) == METRIC_COLUMNS
+    assert metrics["step"].tolist() == [3, 6, 9] and metrics["val_correlation"].notna().all()
+
+
+def test_distillation_trains_the_other_mice_readouts_from_a_first_stage_teacher(stores, tmp_path):
+    run(stores, tmp_path / "stage1")
+    teacher = Teacher([tmp_path / "stage1" / "model.pt"], torch.device("cpu"))
+    data = load_labelled(stores)
+    batch = data["mouse-a"].window([0, 1], [0, 0], 20)
+    student = load_trained(tmp_path / "stage1" / "model.pt").model.train()
+    loss = distillation_loss(student, teacher, batch, ["mouse-b"], poisson_loss, skip=4)
+    loss.backward()
+    grads = {name: p.grad for name, p in student.named_parameters() if "readouts" in name and p.grad is not None}
+    keys = {name.split(".")[1] for name, g in grads.items() if g.abs().sum() > 0}
+    assert keys == {student._index["mouse-b"]}  # only mouse b's readout learns from the teacher
+
+    summary = run(stores, tmp_path / "stage2", teachers=[tmp_path / "stage1" / "model.pt"],
+                  distillation=DistillConfig(weight=0.5))
+    assert summary["stage"] == 2
+    one = torch.load(tmp_path / "stage1" / "model.pt", weights_only=True)["state_dict"]
+    two = torch.load(tmp_path / "stage2" / "model.pt", weights_only=True)["state_dict"]
+    assert any(not torch.equal(one[k], two[k]) for k in one)
+    with pytest.raises(ConfigError, match="weight"):
+        DistillConfig(weight=1.0)
+
+
+def test_one_model_per_mouse_learns_only_its_mouse(stores, tmp_path):
+    run(stores[1:], tmp_path)
+    trained = load_trained(tmp_path / "model.pt")
+    assert trained.model.mice == ["mouse-b"]
+    preds = predict_mouse(tmp_path / "model.pt", stores[1], ["oracle"])
+    assert np.isfinite(preds.values).all()
+
+
+def test_windows_with_a_frame_step_predict_every_frame(stores):
+    config = ModelConfig.from_dict({**MODEL.to_dict(), "frame_step": 2})
+    data = load_labelled(stores)["mouse-b"]
+    model = build_model(config, load_trained_metas(data)).eval()
+    values = predict_windows(model, data, np.arange(3), window_frames=6, stride=4, batch_size=4,
+                             device=torch.device("cpu"))
+    assert values.shape == (3, 36, 7) and np.isfinite(values).all()
+
+
+def load_trained_metas(data):
+    from sensorium_pipeline.models import MouseMeta
+
+    return [MouseMeta(name=data.mouse, unit_ids=data.unit_ids, coordinates=data.coordinates, mean_response=None)]

@@ -36,12 +36,14 @@ from .devices import DEVICES, resolve_device
 from .data import MODES, WindowSampler, WindowSource, load_sources
 from .distill import DistillConfig, Teacher, distillation_loss, other_mice
 from .ema import ModelEma
-from .errors import ConfigError, PathError
+from .errors import ConfigError, PathError, StoreError
 from .folds import GROUPINGS, pooled_folds, split_rows
 from .metrics import corr
 from .models import ModelConfig, MouseMeta, build_model, save_trained
 from .models.config import reject_unknown
+from .phash import phash_groups
 from .predict import predict_windows
+from .store import open_mouse
 
 SCHEDULERS = ("plateau", "cosine", "constant")
 MOUSE_SAMPLING = ("uniform", "trials")
@@ -272,17 +274,21 @@ def _signature(
             **extra}
 
 
-def near_duplicate_groups(store_dirs: Sequence[str | Path], data: Mapping[str, WindowSource],
-                          max_distance: int) -> dict[str, np.ndarray]:
+def near_duplicate_groups(
+    store_dirs: Sequence[str | Path], data: Mapping[str, WindowSource], max_distance: int, log: Callable[[str], Any]
+) -> dict[str, np.ndarray] | None:
     """Perceptual-hash groups of the labelled trials of every mouse, made over the pooled hashes
-    (so a video shown to two mice is one group)."""
-    from .phash import phash_groups
-    from .store import open_mouse
-
+    (so a video shown to two mice is one group); ``None`` (exact repeats only) when a store
+    holds no hashes (converted by an older version)."""
     hashes: dict[str, np.ndarray] = {}
     for path in store_dirs:
         store = open_mouse(path)
-        by_id = dict(zip(store.trials["trial_id"].tolist(), np.asarray(store.video_phash()).tolist(), strict=True))
+        try:
+            values = np.asarray(store.video_phash(), dtype=np.int64)
+        except (AttributeError, StoreError) as exc:
+            log(f"{path}: no perceptual video hashes ({exc}); folds group exact repeats only")
+            return None
+        by_id = dict(zip(store.trials["trial_id"].tolist(), values.tolist(), strict=True))
         hashes[store.mouse] = np.array([by_id[t] for t in data[store.mouse].trial_ids.tolist()], dtype=np.int64)
     names = sorted(hashes)
     groups = np.asarray(phash_groups(np.concatenate([hashes[m] for m in names]), max_distance))
@@ -301,6 +307,7 @@ def fold_rows(
     fold: int,
     grouping: str,
     phash_distance: int,
+    log: Callable[[str], Any] = print,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``(train_rows, validation_rows)`` of every mouse for ``fold``; trials grouped by
     ``grouping``: ``stimulus`` (exact repeats) or ``phash`` (exact repeats and perceptual-hash
@@ -308,7 +315,7 @@ def fold_rows(
     if grouping not in GROUPINGS:
         raise ConfigError(f"training.fold_grouping: {grouping!r} is not one of {list(GROUPINGS)}")
     tables = {m: pd.DataFrame({"tier": d.tiers, "stimulus_group": d.stimulus_groups}) for m, d in data.items()}
-    near = near_duplicate_groups(store_dirs, data, phash_distance) if grouping == "phash" else None
+    near = near_duplicate_groups(store_dirs, data, phash_distance, log) if grouping == "phash" else None
     folds = pooled_folds(tables, n_folds, seed, near)
     return {m: split_rows(folds[m], fold) for m in sorted(data)}
 
@@ -329,8 +336,8 @@ def train(
     checkpoint_dir: str | Path,
     log: Callable[[str], Any] = print,
     *,
-    fold_grouping: str = "stimulus",
-    phash_distance: int = 10,
+    fold_grouping: str = "phash",
+    phash_distance: int = 8,
     teachers: Sequence[str | Path] = (),
     distillation: DistillConfig | None = None,
     on_epoch_end: Callable[[int, dict], Any] | None = None,
@@ -356,7 +363,7 @@ def train(
     train_rows: dict[str, np.ndarray] = {}
     val_rows: dict[str, np.ndarray] = {}
     for mouse, (train_r, val_r) in fold_rows(
-        store_dirs, data, n_folds, cfg.seed, fold, fold_grouping, phash_distance
+        store_dirs, data, n_folds, cfg.seed, fold, fold_grouping, phash_distance, log
     ).items():
         train_rows[mouse], val_rows[mouse] = train_r, _validation_subset(val_r, cfg.val_max_trials)
         log(f"{mouse}: {len(train_r)} training trials, {len(val_rows[mouse])} validation trials (fold {fold})")

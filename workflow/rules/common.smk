@@ -31,25 +31,98 @@ for _model in ENSEMBLE_MODELS:
     if _model not in MODELS:
         raise ValueError(f"config 'ensemble.models': {_model!r} is not among 'models' {MODELS}")
 SIMULATED = [m for m in MICE if MOUSE[m]["url"] == "simulated"]
-ENTRIES = [f"{model}-fold{fold}" for model in MODELS for fold in FOLDS]
+# Training: scope (one model shared by all mice, or one per mouse), the optional distillation
+# stage, and the runs whose folds are predicted ("<model>" and "<model>-distilled").
+SCOPE = config["training"]["scope"]
+DISTILLATION = config["training"]["distillation"]
+DISTILLED_SUFFIX = "-distilled"
+DISTILLED_MODELS = (DISTILLATION["models"] or MODELS) if DISTILLATION["enabled"] else []
+for _model in DISTILLED_MODELS:
+    if _model not in MODELS:
+        raise ValueError(f"config 'training.distillation.models': {_model!r} is not among 'models' {MODELS}")
+if DISTILLED_MODELS and SCOPE != "shared":
+    raise ValueError(
+        "config 'training.distillation': distillation fills in the other mice's readouts, so it needs "
+        "training.scope 'shared' (got 'per_mouse')"
+    )
+RUNS = MODELS + [f"{model}{DISTILLED_SUFFIX}" for model in DISTILLED_MODELS]
+ENTRIES = [f"{run}-fold{fold}" for run in RUNS for fold in FOLDS]
+ENSEMBLE_STAGES = config["ensemble"]["stages"] or [1, 2]
+
+
+def run_model(run):
+    """The model config of a run: ``<model>`` or ``<model>-distilled``."""
+    return run[: -len(DISTILLED_SUFFIX)] if run.endswith(DISTILLED_SUFFIX) and run not in MODELS else run
+
+
+def run_stage(run):
+    return 2 if run_model(run) != run else 1
+
+
+def train_unit(run, mouse=None):
+    """The folder of a run's training jobs: ``<run>`` (shared scope) or ``<run>/mice/<mouse>``."""
+    return run if SCOPE == "shared" else f"{run}/mice/{mouse}"
+
+
+# One training job per (unit x fold): units are the runs (shared) or (run, mouse) pairs (per_mouse).
+TRAIN_UNITS = [run for run in RUNS] if SCOPE == "shared" else [train_unit(run, m) for run in RUNS for m in MICE]
+ENSEMBLE_RUNS = [
+    run for run in RUNS if run_model(run) in ENSEMBLE_MODELS and run_stage(run) in ENSEMBLE_STAGES
+]
+if not ENSEMBLE_RUNS:
+    raise ValueError(f"config 'ensemble': no trained run is left for models {ENSEMBLE_MODELS} and stages {ENSEMBLE_STAGES}")
 
 
 wildcard_constraints:
     mouse="|".join(map(re.escape, MICE)),
     model="|".join(map(re.escape, MODELS)),
+    run="|".join(map(re.escape, RUNS)),
+    unit="|".join(map(re.escape, TRAIN_UNITS)),
     fold="|".join(str(f) for f in FOLDS),
     entry="|".join(map(re.escape, ENTRIES + ["ensemble"])),
 
 
+def unit_run(unit):
+    return unit.split("/mice/")[0]
+
+
+def unit_mice(unit):
+    """The mice a training unit learns: all (shared) or its one mouse (per_mouse)."""
+    return MICE if "/mice/" not in unit else [unit.split("/mice/")[1]]
+
+
+def model_file(run, fold, mouse):
+    """The trained model that predicts ``mouse`` in ``run`` and ``fold``."""
+    return f"results/models/{train_unit(run, mouse)}/fold{fold}/model.pt"
+
+
+def train_inputs(wildcards):
+    """Stores of the unit's mice, its model config and, in the distillation stage, the teacher
+    (the first-stage model of the same fold)."""
+    run = unit_run(wildcards.unit)
+    inputs = {
+        "stores": expand("results/data/{mouse}", mouse=unit_mice(wildcards.unit)),
+        "model_config": str(Path(config["model_dir"]) / f"{run_model(run)}.yaml"),
+    }
+    if run_stage(run) == 2:
+        inputs["teacher"] = f"results/models/{run_model(run)}/fold{wildcards.fold}/model.pt"
+    return inputs
+
+
 def model_config_file(wildcards):
-    return str(Path(config["model_dir"]) / f"{wildcards.model}.yaml")
+    return str(Path(config["model_dir"]) / f"{run_model(wildcards.run)}.yaml")
 
 
 def model_config_digest(model):
     """Short hash of a model config: checkpoints of another config are never resumed."""
-    text = (Path(config["model_dir"]) / f"{model}.yaml").read_bytes()
+    text = (Path(config["model_dir"]) / f"{run_model(model)}.yaml").read_bytes()
     payload = text + json.dumps(config["training"], sort_keys=True).encode()
     return hashlib.sha256(payload).hexdigest()[:12]
+
+
+def training_metrics():
+    """Every training job's per-epoch metrics CSV, keyed by a label (``<unit> fold <k>``)."""
+    return {f"{unit} fold {fold}": f"results/models/{unit}/fold{fold}/metrics.csv" for unit in TRAIN_UNITS for fold in FOLDS}
 
 
 def simulation_settings(mouse):
@@ -94,9 +167,10 @@ def entry_predictions(entry):
 
 
 def ensemble_members(wildcards):
+    """Every ensembled run (models x stages) and fold; the windows are averaged by predict."""
     return expand(
-        "results/predictions/{model}-fold{fold}/{mouse}.zarr",
-        model=ENSEMBLE_MODELS,
+        "results/predictions/{run}-fold{fold}/{mouse}.zarr",
+        run=ENSEMBLE_RUNS,
         fold=FOLDS,
         mouse=wildcards.mouse,
     )

@@ -1,23 +1,21 @@
-# Sliding-window predictions of every scored tier, then the mean over models and folds.
+# Sliding-window predictions of every scored tier, one job per (run x fold x mouse), each mouse by
+# the model that learnt it; then the mean over runs (models, stages) and folds.
 
 
 rule predict:
     input:
-        model="results/models/{model}/fold{fold}/model.pt",
-        stores=store_dirs(),
+        model=lambda wildcards: model_file(wildcards.run, wildcards.fold, wildcards.mouse),
+        store="results/data/{mouse}",
     output:
-        predictions=[
-            directory(path)
-            for path in expand("results/predictions/{{model}}-fold{{fold}}/{mouse}.zarr", mouse=MICE)
-        ],
+        predictions=directory("results/predictions/{run}-fold{fold}/{mouse}.zarr"),
     params:
         code_version=CODE_VERSION,
         prediction=config["prediction"],
         device=config["training"]["device"],
     log:
-        "results/logs/predict/{model}-fold{fold}.log",
+        "results/logs/predict/{run}-fold{fold}/{mouse}.log",
     benchmark:
-        "results/benchmarks/predict/{model}-fold{fold}.tsv"
+        "results/benchmarks/predict/{run}-fold{fold}/{mouse}.tsv"
     threads: config["training"]["threads"]
     resources:
         mem_mb=16000,

@@ -1,24 +1,25 @@
-# One model per model config x fold; all mice share the core. Checkpoints live outside the
-# outputs (results/checkpoints/...), so a rerun after an interruption resumes.
+# One training job per (unit x fold). A unit is a run ("<model>", or "<model>-distilled" in the
+# distillation stage) of all mice (training.scope: shared, the winners' way) or of one mouse
+# ("<run>/mice/<mouse>", training.scope: per_mouse, the starter kit's way). Checkpoints live
+# outside the outputs (results/checkpoints/...), so a rerun after an interruption resumes.
 
 
 rule train:
     input:
-        stores=store_dirs(),
-        model_config=model_config_file,
+        unpack(train_inputs),
     output:
-        model="results/models/{model}/fold{fold}/model.pt",
-        metrics="results/models/{model}/fold{fold}/metrics.csv",
+        model="results/models/{unit}/fold{fold}/model.pt",
+        metrics="results/models/{unit}/fold{fold}/metrics.csv",
     params:
         code_version=CODE_VERSION,
         training=config["training"],
         checkpoints=lambda wildcards: (
-            f"results/checkpoints/{wildcards.model}/fold{wildcards.fold}/{model_config_digest(wildcards.model)}"
+            f"results/checkpoints/{wildcards.unit}/fold{wildcards.fold}/{model_config_digest(unit_run(wildcards.unit))}"
         ),
     log:
-        "results/logs/train/{model}/fold{fold}.log",
+        "results/logs/train/{unit}/fold{fold}.log",
     benchmark:
-        "results/benchmarks/train/{model}/fold{fold}.tsv"
+        "results/benchmarks/train/{unit}/fold{fold}.tsv"
     threads: config["training"]["threads"]
     resources:
         mem_mb=16000,

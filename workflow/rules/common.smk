@@ -83,12 +83,13 @@ wildcard_constraints:
 
 
 def unit_run(unit):
-    return unit.split("/mice/")[0]
+    return unit.split("/")[0]
 
 
 def unit_mice(unit):
-    """The mice a training unit learns: all (shared) or its one mouse (per_mouse)."""
-    return MICE if "/mice/" not in unit else [unit.split("/mice/")[1]]
+    """The mice a training unit learns: all (shared) or its one mouse (per_mouse: ``<run>/mice/<mouse>``)."""
+    parts = unit.split("/")
+    return MICE if len(parts) == 1 else [parts[2]]
 
 
 def model_file(run, fold, mouse):

@@ -115,3 +115,46 @@ class PositionEncoding3d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, channels, time, height, width = x.shape
         return x + sinusoidal_encoding_3d(channels, time, height, width, x.device, x.dtype)
+
+
+class DepthwiseSpatialConv(nn.Module):
+    """Depth-wise ``(1, k, k)`` convolution of ``(B, C, T, H, W)``, run as one 2D convolution
+    over the ``C x T`` planes (the weight repeated per frame). The same result as
+    ``Conv3d(groups=C)``, several times faster on CPUs, where depth-wise 3D has no fast kernel."""
+
+    def __init__(self, channels: int, kernel: int, stride: int = 1) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(channels, 1, kernel, kernel))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        self.stride = stride
+        self.padding = kernel // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, time, height, width = x.shape
+        weight = self.weight.repeat_interleave(time, dim=0)
+        y = F.conv2d(
+            x.reshape(batch, channels * time, height, width),
+            weight,
+            stride=self.stride,
+            padding=self.padding,
+            groups=channels * time,
+        )
+        return y.reshape(batch, channels, time, *y.shape[-2:])
+
+
+class DepthwiseTemporalConv(nn.Module):
+    """Depth-wise ``(k, 1, 1)`` convolution of ``(B, C, T, H, W)`` with centred ("same")
+    padding, run as a ``(k, 1)`` 2D convolution of the ``(B, C, T, H*W)`` view (no copy)."""
+
+    def __init__(self, channels: int, kernel: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(channels, 1, kernel, 1))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        self.padding = kernel // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, time, height, width = x.shape
+        y = F.conv2d(
+            x.reshape(batch, channels, time, height * width), self.weight, padding=(self.padding, 0), groups=channels
+        )
+        return y.reshape(batch, channels, time, height, width)

@@ -122,8 +122,8 @@ class ConvGRU(nn.Module):
         drive = self.input(frames).reshape(batch, time, 3 * self.channels, height, width)
         state = x.new_zeros(batch, self.channels, height, width)
         outputs = []
-        for t in range(time):
-            x_update, x_reset, x_new = drive[:, t].chunk(3, dim=1)
+        for frame in drive.unbind(1):  # one backward node for all frames (indexing makes T)
+            x_update, x_reset, x_new = frame.chunk(3, dim=1)
             h_update, h_reset = self.gates(state).chunk(2, dim=1)
             update = torch.sigmoid(x_update + h_update)
             reset = torch.sigmoid(x_reset + h_reset)

@@ -22,7 +22,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import DropPath, PositionEncoding3d, Shortcut, SqueezeExcite, channel_shuffle, cyclic_channels
+from .blocks import (
+    DepthwiseSpatialConv,
+    DepthwiseTemporalConv,
+    DropPath,
+    PositionEncoding3d,
+    Shortcut,
+    SqueezeExcite,
+    channel_shuffle,
+    cyclic_channels,
+)
 
 
 class InvertedResidual3d(nn.Module):
@@ -51,11 +60,9 @@ class InvertedResidual3d(nn.Module):
         self.position = PositionEncoding3d() if position_encoding else nn.Identity()
         self.expand = nn.Conv3d(in_channels, mid, 1, bias=False)
         self.norm_expand = nn.BatchNorm3d(mid, momentum=momentum)
-        self.spatial = nn.Conv3d(
-            mid, mid, (1, sk, sk), stride=(1, stride, stride), padding=(0, sk // 2, sk // 2), groups=mid, bias=False
-        )
+        self.spatial = DepthwiseSpatialConv(mid, sk, stride)
         self.norm_spatial = nn.BatchNorm3d(mid, momentum=momentum)
-        self.temporal = nn.Conv3d(mid, mid, (tk, 1, 1), padding=(tk // 2, 0, 0), groups=mid, bias=False)
+        self.temporal = DepthwiseTemporalConv(mid, tk)
         self.norm_temporal = nn.BatchNorm3d(mid, momentum=momentum)
         hidden = max(1, int(round(in_channels * se_ratio)))
         self.excite = SqueezeExcite(mid, hidden) if se_ratio > 0 else nn.Identity()

@@ -40,13 +40,12 @@ import zarr
 
 from .atomic import atomic_path, remove_stale_temporaries
 from .convert import STORE_DTYPES, same_bits, verify_rows
-from .errors import ConfigError, PathError, SensoriumError
-from .layout import MODALITIES, STATISTICS, TIERS
+from .deeplake_url import DeepLakeError, dataset_path
+from .errors import ConfigError, SensoriumError
+from .layout import MODALITIES, STATISTICS, TIERS, TRAIN
 from .store import ZARR_NAME, MouseStore, open_mouse
-from .store_writer import StoreShape, StoreWriter, frame_shape, stimulus_groups, video_digest
+from .store_writer import StoreShape, StoreWriter, frame_shape
 
-#: Config ``url`` prefix of a mouse whose store is ingested from a Deep Lake dataset.
-URL_PREFIX = "deeplake:"
 DATASET_FORMAT = "sensorium-pipeline/deeplake/v1"
 ID_COLUMN = "id"
 COLUMNS: tuple[str, ...] = (*MODALITIES, ID_COLUMN)
@@ -54,54 +53,9 @@ COLUMNS: tuple[str, ...] = (*MODALITIES, ID_COLUMN)
 REQUIRED_METADATA: tuple[str, ...] = ("neuron_ids", "cell_motor_coordinates", "statistics", "trial_ids", "tiers")
 #: Bump when ingest or export change what they write.
 DEEPLAKE_IO_VERSION = 1
-_RETIRED = ("hub://", "al://")
 _BATCH_TRIALS = 8
 #: Dimensions of each column's samples: videos (1, T, 36, 64), the others (C, T).
 _DIMENSIONS = {"videos": 4, "responses": 2, "behavior": 2, "pupil_center": 2}
-
-
-class DeepLakeError(PathError):
-    """A Deep Lake dataset is unreadable, of the retired v3 kind, or not laid out as expected."""
-
-
-# --- locations -----------------------------------------------------------------------
-
-
-def is_deeplake_url(url: str) -> bool:
-    """Whether a config ``url`` names a Deep Lake dataset (``deeplake:<path>``)."""
-    return isinstance(url, str) and url.startswith(URL_PREFIX)
-
-
-def is_retired_url(url: str) -> bool:
-    """Whether ``url`` (with or without the ``deeplake:`` prefix) is a Deep Lake v3 hub URL."""
-    if not isinstance(url, str):
-        return False
-    bare = url[len(URL_PREFIX) :] if is_deeplake_url(url) else url
-    return bare.lower().startswith(_RETIRED)
-
-
-def retired_error(url: str) -> DeepLakeError:
-    return DeepLakeError(
-        url,
-        "the SENSORIUM 2023 Deep Lake datasets (hub://sinzlab/...) were written with the retired "
-        "Deep Lake v3 API, which deeplake 4 cannot read. Download the official zip archives instead "
-        "(the https://gin.g-node.org/pollytur/... URLs in config/sensorium2023.yaml), or convert the "
-        "dataset with deeplake 3 first (pip install 'deeplake<4') into a local Deep Lake 4 folder laid "
-        "out as sensorium_pipeline.deeplake_io describes, and give it as url: 'deeplake:<folder>'",
-    )
-
-
-def dataset_path(url: str | Path) -> Path:
-    """The local folder behind ``deeplake:<path>``, ``deeplake:file:///<path>`` or a plain path."""
-    text = str(url)
-    if is_retired_url(text):
-        raise retired_error(text)
-    bare = text[len(URL_PREFIX) :] if is_deeplake_url(text) else text
-    if bare.startswith("file://"):
-        bare = bare[len("file://") :]
-    if not bare or "://" in bare:
-        raise DeepLakeError(text, "expected deeplake:<local folder> (Deep Lake works offline on local folders only)")
-    return Path(bare)
 
 
 def _deeplake() -> Any:
@@ -130,10 +84,16 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 
 
 def _to_dataset(modality: str, frames: np.ndarray) -> np.ndarray:
-    """Store layout (time first) → dataset layout: videos (1, T, 36, 64), others (C, T)."""
-    if modality == "videos":
-        return frames[np.newaxis]
-    return np.ascontiguousarray(frames.T)
+    """Store layout (time first) → dataset layout: videos (1, T, 36, 64), others (C, T).
+
+    Always a fresh array whose dtype is the native one (``float32``): Deep Lake 4.7 copies an
+    array whose dtype is spelt ``<f4``, as zarr returns it, value by value, about 10,000 times
+    slower (numpy keeps that spelling through ``astype`` and ``np.array(..., dtype=...)``).
+    """
+    sample = frames[np.newaxis] if modality == "videos" else frames.T
+    out = np.empty(sample.shape, dtype=np.dtype(frames.dtype.name))
+    out[...] = sample
+    return out
 
 
 def _to_store(modality: str, sample: np.ndarray) -> np.ndarray:
@@ -176,7 +136,9 @@ def export_deeplake(
         ids = store.trials["trial_id"].to_numpy(dtype=np.int64)
         for first in range(0, len(rows), _BATCH_TRIALS):
             batch = rows[first : first + _BATCH_TRIALS]
-            columns: dict[str, list] = {m: [_to_dataset(m, np.asarray(store.array(m)[r])) for r in batch] for m in MODALITIES}
+            columns: dict[str, list] = {
+                m: [_to_dataset(m, np.asarray(store.array(m)[r])) for r in batch] for m in MODALITIES
+            }
             columns[ID_COLUMN] = [int(i) for i in ids[batch]]
             ds.append(columns)
             say(f"exported {first + len(batch)}/{len(rows)} trials")
@@ -196,9 +158,7 @@ def export_deeplake(
 
 
 def _export_metadata(store: MouseStore) -> dict[str, object]:
-    statistics = {
-        f"{m}/{s}": np.moveaxis(store.statistic(m, s), 0, -1) for m in MODALITIES for s in STATISTICS
-    }
+    statistics = {f"{m}/{s}": np.moveaxis(store.statistic(m, s), 0, -1) for m in MODALITIES for s in STATISTICS}
     coords = store.neurons[["x", "y", "z"]].to_numpy()
     attrs = store.group.attrs
     return {
@@ -262,26 +222,16 @@ def ingest_deeplake(
     remove_stale_temporaries(out_dir)
     with atomic_path(out_dir) as tmp:
         shape = StoreShape(info.n_trials, info.t_pad, info.n_neurons, np.dtype(dtype), chunk_frames)
-        writer = StoreWriter(tmp, shape)
+        tiers = [info.tier_of[int(i)] for i in info.trial_ids]
+        writer = StoreWriter(tmp, shape, n_train=tiers.count(TRAIN))
         valid = np.zeros(info.n_trials, dtype=np.int64)
-        digests: list[bytes] = []
-        for row, (trial, frames, digest) in enumerate(reader.trials(info)):
-            writer.write_row(row, trial)
+        for row, (trial, frames) in enumerate(reader.trials(info)):
+            writer.write_trial(int(info.trial_ids[row]), tiers[row], trial, frames)
             valid[row] = frames
-            digests.append(digest)
             if (row + 1) % max(1, info.n_trials // 10) == 0 or row + 1 == info.n_trials:
                 say(f"ingested {row + 1}/{info.n_trials} trials")
         reader.check_valid_frames(info, valid)
         writer.write_statistics(info.statistics)
-        trials = pd.DataFrame(
-            {
-                "row": np.arange(info.n_trials, dtype=np.int64),
-                "trial_id": info.trial_ids,
-                "tier": [info.tier_of[int(i)] for i in info.trial_ids],
-                "valid_frames": valid,
-                "stimulus_group": stimulus_groups(digests),
-            }
-        )
         attrs = {
             "mouse": info.mouse,
             "t_pad": info.t_pad,
@@ -291,7 +241,7 @@ def ingest_deeplake(
             "deeplake_source": str(path),
             "deeplake_io_version": DEEPLAKE_IO_VERSION,
         }
-        writer.finish(attrs, trials, info.neurons)
+        trials = writer.finish(attrs, info.neurons)
         verified = reader.verify(tmp / ZARR_NAME, info, np.dtype(dtype), verify_trials, report_as=out_dir)
     seconds = time.perf_counter() - start
     say(f"wrote {out_dir} in {seconds:.1f} s, verified {verified} trials")
@@ -342,8 +292,9 @@ class _DatasetReader:
             ds = deeplake.open_read_only(str(path))
         except Exception as exc:  # deeplake raises many types (v3 layout, corrupt log, ...)
             raise DeepLakeError(
-                path, f"cannot open as a Deep Lake 4 dataset ({type(exc).__name__}: {exc}); "
-                "a dataset written by deeplake 3 must be converted with deeplake.convert first"
+                path,
+                f"cannot open as a Deep Lake 4 dataset ({type(exc).__name__}: {exc}); "
+                "a dataset written by deeplake 3 must be converted with deeplake.convert first",
             ) from exc
         names = {column.name for column in ds.schema.columns}
         missing = [c for c in COLUMNS if c not in names]
@@ -355,7 +306,7 @@ class _DatasetReader:
         return DeepLakeError(self.path, f"{where}: {problem}")
 
     def _meta(self, key: str) -> Any:
-        return self.ds.metadata[key] if key in self.ds.metadata.keys() else None
+        return self.ds.metadata[key] if key in self.ds.metadata.keys() else None  # noqa: SIM118 (not a dict)
 
     def _array(self, key: str, data: Any) -> np.ndarray:
         try:
@@ -394,9 +345,7 @@ class _DatasetReader:
             rows=rows,
             tier_of=tier_of,
             statistics=statistics,
-            neurons=pd.DataFrame(
-                {"unit_id": unit_ids, "x": coords[:, 0], "y": coords[:, 1], "z": coords[:, 2]}
-            ),
+            neurons=pd.DataFrame({"unit_id": unit_ids, "x": coords[:, 0], "y": coords[:, 1], "z": coords[:, 2]}),
             source_dtype=str(source_dtype),
             archive_sha256=str(self._meta("archive_sha256") or ""),
         )
@@ -414,7 +363,9 @@ class _DatasetReader:
                 data = stats[key]
                 expected = frame_shape(modality, n_neurons)
                 if data.ndim != len(expected) + 1 or data.shape[:-1] != expected:
-                    raise self._error("metadata 'statistics'", f"{key} has shape {data.shape}, expected ({expected}, T)")
+                    raise self._error(
+                        "metadata 'statistics'", f"{key} has shape {data.shape}, expected ({expected}, T)"
+                    )
                 lengths.add(data.shape[-1])
                 out[modality, stat] = np.moveaxis(data, -1, 0)
         if len(lengths) != 1:
@@ -441,7 +392,9 @@ class _DatasetReader:
         except Exception as exc:
             raise self._error(f"column {ID_COLUMN!r}", f"unreadable ({exc})") from exc
         if column.ndim != 1 or not np.issubdtype(column.dtype, np.integer):
-            raise self._error(f"column {ID_COLUMN!r}", f"expected one integer per row, got {column.dtype} {column.shape}")
+            raise self._error(
+                f"column {ID_COLUMN!r}", f"expected one integer per row, got {column.dtype} {column.shape}"
+            )
         column = column.astype(np.int64)
         if len(np.unique(column)) != len(column):
             raise self._error(f"column {ID_COLUMN!r}", "duplicate trial ids")
@@ -482,12 +435,12 @@ class _DatasetReader:
             frames = padded
         return frames
 
-    def trials(self, info: _DatasetInfo) -> Iterator[tuple[dict[str, np.ndarray], int, bytes]]:
-        """Per trial in id order: its arrays (store layout), valid frames and video digest."""
+    def trials(self, info: _DatasetInfo) -> Iterator[tuple[dict[str, np.ndarray], int]]:
+        """Per trial in id order: its arrays (store layout, the dataset's dtype) and valid frames."""
         for trial_id, row in zip(info.trial_ids.tolist(), info.rows.tolist(), strict=True):
             arrays = {m: self._store_layout(info, m, row) for m in MODALITIES}
             valid = min(self._valid_frames(arrays[m], m, row, trial_id) for m in MODALITIES)
-            yield arrays, valid, video_digest(arrays["videos"])
+            yield arrays, valid
 
     def _valid_frames(self, frames: np.ndarray, modality: str, row: int, trial_id: int) -> int:
         """Frames before the trailing NaN padding; NaN anywhere else is an error (as in an archive)."""
@@ -520,7 +473,9 @@ class _DatasetReader:
                 f"trial {int(info.trial_ids[i])} records {int(expected[i])} frames, its arrays hold {int(valid[i])}",
             )
 
-    def verify(self, zarr_path: Path, info: _DatasetInfo, dtype: np.dtype, verify_trials: int, *, report_as: Path) -> int:
+    def verify(
+        self, zarr_path: Path, info: _DatasetInfo, dtype: np.dtype, verify_trials: int, *, report_as: Path
+    ) -> int:
         """Re-read some rows of the written store and compare them bit for bit with the dataset."""
         group = zarr.open_group(str(zarr_path), mode="r")
         rows = verify_rows(info.n_trials, verify_trials)

@@ -15,6 +15,7 @@ validate(config, schema="../schemas/config.schema.yaml")
 sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
 from sensorium_pipeline import __version__ as CODE_VERSION  # noqa: E402  (a code change re-runs the rules that use it)
 from sensorium_pipeline.download import local_path  # noqa: E402
+from sensorium_pipeline.deeplake_url import dataset_path, is_deeplake_url, is_retired_url, retired_error  # noqa: E402
 
 MICE = [m["name"] for m in config["mice"]]
 MOUSE = {m["name"]: m for m in config["mice"]}
@@ -31,6 +32,12 @@ for _model in ENSEMBLE_MODELS:
     if _model not in MODELS:
         raise ValueError(f"config 'ensemble.models': {_model!r} is not among 'models' {MODELS}")
 SIMULATED = [m for m in MICE if MOUSE[m]["url"] == "simulated"]
+for _mouse in MICE:
+    if is_retired_url(MOUSE[_mouse]["url"]):
+        raise ValueError(f"config 'mice', {_mouse}: url {retired_error(MOUSE[_mouse]['url'])}")
+DEEPLAKE_MICE = [m for m in MICE if is_deeplake_url(MOUSE[m]["url"])]
+# the mice whose store rule ingest_deeplake writes; "(?!)" matches no name
+DEEPLAKE_MICE_PATTERN = "|".join(map(re.escape, DEEPLAKE_MICE)) or "(?!)"
 # Training: scope (one model shared by all mice, or one per mouse), the optional distillation
 # stage, and the runs whose folds are predicted ("<model>" and "<model>-distilled").
 SCOPE = config["training"]["scope"]
@@ -139,8 +146,18 @@ def archive_source(wildcards):
     url = MOUSE[wildcards.mouse]["url"]
     if url == "simulated":
         return {"source": f"results/simulated/{wildcards.mouse}.zip"}
+    if is_deeplake_url(url):  # reached only when rule ingest_deeplake cannot run
+        raise ValueError(
+            f"config 'mice', {wildcards.mouse}: Deep Lake dataset {dataset_path(url)} not found; "
+            "a deeplake: mouse's store is ingested from it (rule ingest_deeplake), not downloaded"
+        )
     local = local_path(url)
     return {"source": str(local)} if local is not None else {}
+
+
+def deeplake_dataset(wildcards):
+    """The local Deep Lake folder a deeplake: mouse's store is ingested from."""
+    return str(dataset_path(MOUSE[wildcards.mouse]["url"]))
 
 
 def archive_url(wildcards, input):

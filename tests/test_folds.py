@@ -65,3 +65,31 @@ def test_folds_are_balanced_and_split_every_labelled_trial_once():
         assign_folds(table, n_folds=1, seed=0)
     with pytest.raises(ConfigError, match="fold: 9"):
         split_rows(folds, 9)
+
+
+def test_training_folds_read_the_stores_hashes_and_fall_back_to_exact_repeats(tmp_path):
+    from factories import make_store
+
+    from sensorium_pipeline.data import load_labelled
+    from sensorium_pipeline.store import TRIALS_NAME
+    from sensorium_pipeline.train import fold_rows
+
+    stores = [make_store(tmp_path / "a", mouse="mouse-a", seed=1), make_store(tmp_path / "b", mouse="mouse-b", seed=2)]
+    data = load_labelled(stores)
+    messages: list[str] = []
+    fold_rows(stores, data, 3, 0, 0, "phash", 4, messages.append)
+    assert any("exact repeats only" in m for m in messages)  # no hashes in these stores
+
+    rng = np.random.default_rng(0)
+    for path in stores:  # a converter of today writes one hash per trial; mouse b's trial 0 shows a's trial 0
+        trials = pd.read_parquet(path / TRIALS_NAME)
+        trials["video_phash"] = rng.integers(-(2**62), 2**62, size=len(trials), dtype=np.int64)
+        trials.to_parquet(path / TRIALS_NAME)
+    shared = int(pd.read_parquet(stores[0] / TRIALS_NAME)["video_phash"].iloc[0])
+    trials = pd.read_parquet(stores[1] / TRIALS_NAME)
+    trials.loc[0, "video_phash"] = shared ^ 1
+    trials.to_parquet(stores[1] / TRIALS_NAME)
+    for fold in range(3):
+        rows = fold_rows(stores, data, 3, 0, fold, "phash", 4, messages.append)
+        in_val = [0 in rows[m][1] for m in ("mouse-a", "mouse-b")]
+        assert in_val[0] == in_val[1], fold

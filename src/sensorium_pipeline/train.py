@@ -285,7 +285,7 @@ def near_duplicate_groups(
         store = open_mouse(path)
         try:
             values = np.asarray(store.video_phash(), dtype=np.int64)
-        except (AttributeError, StoreError) as exc:
+        except StoreError as exc:
             log(f"{path}: no perceptual video hashes ({exc}); folds group exact repeats only")
             return None
         by_id = dict(zip(store.trials["trial_id"].tolist(), values.tolist(), strict=True))

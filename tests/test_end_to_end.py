@@ -180,3 +180,48 @@ def test_the_command_line_inspects_validates_and_scores_without_snakemake(tiny_r
 
     missing = cli("inspect", str(workdir / "nope.zip"))
     assert missing.returncode == 2 and "nope.zip" in missing.stderr
+
+
+def test_the_report_renders_every_plot_the_scores_and_the_rule_graph(tiny_run):
+    from test_report import assert_png_not_blank
+
+    workdir, configfile, config = tiny_run
+    out = workdir / "results" / "report"
+    mice = [m["name"] for m in config["mice"]]
+    plots = ["correlation_histograms.png", "training_curves.png", "correlation_map.png"]
+    plots += [f"traces/{mouse}.png" for mouse in mice]
+    for name in plots:
+        assert_png_not_blank(out / name)
+    scores = json.loads((workdir / "results" / "scores" / "ensemble.json").read_text())
+    table = (out / "scores.html").read_text()
+    final = scores["tiers"]["final_test_main"]
+    assert f"{final['single_trial_correlation']:.3f}" in table and f"{final['ceiling']:.3f}" in table
+    assert all(mouse in table for mouse in mice) and "tiny-fold1" in table
+    software = (out / "software.html").read_text()
+    assert "matplotlib==3.11.2" in software and "snakemake" in software and mice[0] in software
+
+    html = workdir / "results" / "report.html"
+    result = snakemake_in(workdir, configfile, "--report", str(html))
+    assert result.returncode == 0, result.stderr[-4000:]
+    text = html.read_text()
+    for name in [*plots, "scores.html", "software.html"]:
+        assert Path(name).name in text, name
+    assert "rulegraph_spec" in text and '"report_traces"' in text and '"train"' in text
+    assert '<script src="http' not in text  # self-contained: no script fetched from elsewhere
+
+
+def test_the_command_line_draws_the_report_without_snakemake(tiny_run, tmp_path):
+    from test_report import assert_png_not_blank
+
+    workdir, _, config = tiny_run
+    result = cli("report", str(workdir / "results"), "--out", str(tmp_path / "plots"))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["skipped"] == []
+    names = {Path(p).relative_to(tmp_path / "plots").as_posix() for p in summary["written"]}
+    mice = [m["name"] for m in config["mice"]]
+    assert names == {"scores.html", "correlation_histograms.png", "training_curves.png", "correlation_map.png"} | {
+        f"traces/{mouse}.png" for mouse in mice
+    }
+    for name in names - {"scores.html"}:
+        assert_png_not_blank(tmp_path / "plots" / name)

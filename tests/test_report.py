@@ -272,3 +272,23 @@ def test_every_subcommand_has_help_with_a_description_and_an_example(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--help"])
     assert exit_.value.code == 0 and "--help" in capsys.readouterr().out
+
+
+def test_the_command_line_report_finds_every_training_unit(tmp_path):
+    from sensorium_pipeline.report.build import _metrics_files
+
+    for unit in ("m", "m-distilled", "m/mice/mouse-a"):
+        for fold in (0, 1):
+            path = tmp_path / unit / f"fold{fold}" / "metrics.csv"
+            path.parent.mkdir(parents=True)
+            path.write_text("epoch,train_loss\n0,1.0\n")
+    (tmp_path / "m" / "other").mkdir()
+    (tmp_path / "m" / "other" / "metrics.csv").write_text("epoch\n0\n")  # not a fold folder
+    assert sorted(_metrics_files(tmp_path)) == [
+        ("m", 0), ("m", 1), ("m-distilled", 0), ("m-distilled", 1), ("m/mice/mouse-a", 0), ("m/mice/mouse-a", 1)
+    ]
+
+
+def test_the_command_line_report_names_a_results_folder_without_scores(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert f"{tmp_path / 'scores'}: no scores JSON found" in capsys.readouterr().err

@@ -8,6 +8,7 @@
     python -m sensorium_pipeline deeplake-ingest results/deeplake/<mouse> results/data/<mouse>
     python -m sensorium_pipeline validate results/submission --store results/data/<mouse> ...
     python -m sensorium_pipeline score results/predictions/ensemble/<mouse>.zarr --store results/data/<mouse>
+    python -m sensorium_pipeline report results
 
 Each command prints a short JSON summary on stdout; an error a user can act on (a bad file,
 a bad setting) prints one line naming the file and exits with status 2.
@@ -196,6 +197,12 @@ def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
     return {"tiers": report["tiers"], "tracks": report["tracks"]}
 
 
+def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
+    from .report.build import build_report
+
+    return build_report(args.results, args.out or Path(args.results) / "report")
+
+
 def summary_table(report: dict[str, Any]) -> str:
     """Plain-text table of a scores JSON: per tier the ranking metric and the noise ceiling."""
     lines = [f"{'tier':<18} {'single-trial r':>14} {'corr to avg':>11} {'ceiling':>8} {'of ceiling':>10}"]
@@ -327,6 +334,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("scores", help="a scores JSON written by the evaluate step or by `score --out`")
     p.set_defaults(run=cmd_summary)
+
+    p = commands.add_parser(
+        "report",
+        help="draw the report's plots and scores table from a results folder",
+        description="Reads RESULTS/scores, RESULTS/models/*/fold*/metrics.csv, the ensemble's predictions, "
+        "the stores and (simulated mice) the solutions, and writes scores.html, per-neuron correlation "
+        "histograms and map, training curves and per-mouse traces, as the workflow's report rules do.",
+    )
+    p.add_argument("results", help="the workflow's results folder")
+    p.add_argument("--out", help="folder for the plots (default: RESULTS/report)")
+    p.set_defaults(run=cmd_report)
     _add_examples(commands)
     return parser
 
@@ -344,6 +362,7 @@ EXAMPLES: dict[str, str] = {
     "score": "python -m sensorium_pipeline score results/predictions/ensemble/<mouse>.zarr "
     "--store results/data/<mouse> --solutions results/simulated/<mouse>.solutions.parquet --out scores.json",
     "summary": "python -m sensorium_pipeline summary results/scores/ensemble.json",
+    "report": "python -m sensorium_pipeline report results --out my_plots",
     "deeplake-export": "python -m sensorium_pipeline deeplake-export results/data/<mouse> results/deeplake/<mouse>",
     "deeplake-ingest": "python -m sensorium_pipeline deeplake-ingest results/deeplake/<mouse> results/data/<mouse> "
     "--mouse <mouse>",

@@ -80,7 +80,7 @@ rule report_correlation_map:
 
 rule report_training:
     input:
-        metrics=expand("results/models/{model}/fold{fold}/metrics.csv", model=MODELS, fold=FOLDS),
+        metrics=[f"results/models/{unit}/fold{fold}/metrics.csv" for unit in TRAIN_UNITS for fold in FOLDS],
     output:
         plot=report(
             "results/report/training_curves.png",
@@ -89,7 +89,7 @@ rule report_training:
             labels={"item": "curves per model and fold"},
         ),
     params:
-        runs=[(model, fold) for model in MODELS for fold in FOLDS],
+        runs=[(unit, fold) for unit in TRAIN_UNITS for fold in FOLDS],
     log:
         "results/logs/report/training_curves.log",
     localrule: True

@@ -66,7 +66,8 @@ def load_neurons(paths: Mapping[str, str | Path]) -> pd.DataFrame:
 
 
 def load_metrics(paths: Mapping[tuple[str, int], str | Path]) -> pd.DataFrame:
-    """Per-epoch training metrics of every ``(model, fold)``, with ``model`` and ``fold`` columns.
+    """Per-epoch training metrics of every ``(unit, fold)``, with ``model`` (the training unit:
+    a model config, ``<model>-distilled`` or ``<run>/mice/<mouse>``) and ``fold`` columns.
 
     Needs an ``epoch`` column; every other column is kept as it is.
     """

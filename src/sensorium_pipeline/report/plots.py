@@ -21,6 +21,7 @@ from ..atomic import atomic_path
 from .inputs import Traces, entry_order
 
 DPI = 110
+MAX_LEGEND = 12  # more training runs than this (per-mouse training) get no legend
 PANEL_INCHES = (4.2, 3.0)
 CORRELATION = "single_trial_correlation"
 #: Training-metric columns drawn first, in this order; any other numeric column follows.
@@ -133,8 +134,9 @@ def training_curves(metrics: pd.DataFrame) -> Figure:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(METRIC_LABELS.get(column, column))
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize="small")
-    figure.suptitle("Training per model and fold")
+    if len(runs) <= MAX_LEGEND:
+        axes[0].legend(fontsize="small")
+    figure.suptitle(f"Training per model and fold ({len(runs)} runs)")
     return figure
 
 

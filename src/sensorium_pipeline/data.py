@@ -29,6 +29,18 @@ a resumed run draws the same windows as an uninterrupted one.
 
 A window of ``length`` frames with ``step`` s covers ``(length - 1) * s + 1`` frames of the trial
 (temporal subsampling: every s-th frame, all modalities alike).
+
+Typical use (``train.py``)::
+
+    sources = load_sources(store_dirs, mode="auto", device=device)      # {mouse: source}
+    sampler = WindowSampler(sources, train_rows, window_frames=80, batch_size=8, seed=seed,
+                            frame_step=1, mouse_weights="uniform")        # or "trials", {mouse: w}
+    for batch in sampler.batches(500, device=device, workers=0):        # workers > 0 for lazy mice
+        out = model(batch.video, batch.behavior, batch.pupil_center, batch.mouse)
+    for rows, batch in iter_trials(sources[mouse], val_rows, batch_size=8):  # whole trials
+        ...
+
+``benchmarks/loader_speed.py`` measures these sources against per-trial ``.npy`` files.
 """
 
 from __future__ import annotations
@@ -117,18 +129,22 @@ class Normalizer:
         precision = np.nan_to_num(response_precision(np.asarray(mouse.statistic("responses", "std"))[:length]))
         return cls(v_offset, v_scale, behavior_scale(stat("behavior", "std")), p_offset, p_scale, precision)
 
-    def apply(self, modality: str, raw: np.ndarray, frames: slice) -> np.ndarray:
-        """Normalised float32 values of ``raw`` (time-first, leading axes allowed) at ``frames``."""
+    def apply(self, modality: str, raw: np.ndarray, frames: slice, out: np.ndarray | None = None) -> np.ndarray:
+        """Normalised float32 values of ``raw`` (time-first, leading axes allowed) at ``frames``,
+        written into ``out`` when given (no temporaries)."""
+        offset, scale = {
+            "videos": (self.video_offset, self.video_scale),
+            "behavior": (None, self.behavior_scale),
+            "pupil_center": (self.pupil_offset, self.pupil_scale),
+            "responses": (None, self.precision),
+        }[modality]
         x = np.asarray(raw, dtype=np.float32)
-        if modality == "videos":
-            return (x - self.video_offset[frames]) * self.video_scale[frames]
-        if modality == "behavior":
-            return x * self.behavior_scale[frames]
-        if modality == "pupil_center":
-            return (x - self.pupil_offset[frames]) * self.pupil_scale[frames]
-        if modality == "responses":
-            return x * self.precision[frames]
-        raise ValueError(f"unknown modality {modality!r}")
+        if out is None:
+            out = np.empty(x.shape, dtype=np.float32)
+        if offset is None:
+            return np.multiply(x, scale[frames], out=out)
+        np.subtract(x, offset[frames], out=out)
+        return np.multiply(out, scale[frames], out=out)
 
 
 @dataclass(frozen=True)
@@ -423,9 +439,11 @@ class DeviceMouse(_Metadata):
 class ZarrMouse(_Metadata):
     """A mouse read window by window from its Zarr store, normalised on the fly.
 
-    Holds only metadata and the normaliser; the store is opened on first use in each
-    process (``DataLoader`` workers call :meth:`open` through :func:`worker_init`), so it
-    pickles small and no handle is ever shared between processes.
+    Holds metadata, the normaliser and the two tiny modalities (behaviour and pupil centre,
+    a few MB per mouse, so a window costs two store reads instead of four); videos and
+    responses are read per window. The store is opened on first use in each process
+    (``DataLoader`` workers call :meth:`open` through :func:`worker_init`), so it pickles
+    small and no handle is ever shared between processes.
     """
 
     mouse: str
@@ -438,6 +456,7 @@ class ZarrMouse(_Metadata):
     unit_ids: np.ndarray
     coordinates: np.ndarray
     normalizer: Normalizer
+    held: dict[str, np.ndarray]  # behavior, pupil_center: (n, T, 2) float32, normalised
     responses: bool = True
     _arrays: dict | None = field(default=None, repr=False, compare=False)
 
@@ -447,7 +466,7 @@ class ZarrMouse(_Metadata):
     def open(self) -> None:
         """Open this process's handles on the store's arrays."""
         store = open_mouse(self.path)
-        self._arrays = {m: store.array(m) for m in _MODALITIES}
+        self._arrays = {m: store.array(m) for m in ("videos", "responses")}
 
     def window(
         self, rows: Sequence[int] | np.ndarray, starts: Sequence[int] | np.ndarray, length: int, step: int = 1, **_: Any
@@ -458,15 +477,20 @@ class ZarrMouse(_Metadata):
         _check_windows(self.mouse, self.n_frames, rows, starts, length, step)
         if self._arrays is None:
             self.open()
-        names = _MODALITIES if self.responses else _MODALITIES[:3]
         out: dict[str, torch.Tensor] = {}
-        for name in names:
+        for name in ("videos", "responses") if self.responses else ("videos",):
             array = self._arrays[name]
             tensor = torch.empty((len(rows), length, *array.shape[2:]), dtype=torch.float32)
             target = tensor.numpy()
             for i, (row, start) in enumerate(zip(rows, starts, strict=True)):
                 frames = slice(int(start), int(start) + span(length, step), step)
-                target[i] = self.normalizer.apply(name, array[int(self.store_rows[row]), frames], frames)
+                self.normalizer.apply(name, array[int(self.store_rows[row]), frames], frames, out=target[i])
+            out[name] = tensor
+        for name, array in self.held.items():
+            tensor = torch.empty((len(rows), length, 2), dtype=torch.float32)
+            target = tensor.numpy()
+            for i, (row, start) in enumerate(zip(rows, starts, strict=True)):
+                target[i] = array[row, start : start + span(length, step) : step]
             out[name] = tensor
         return Batch(self.mouse, out["videos"], out["behavior"], out["pupil_center"], out.get("responses"))
 
@@ -485,9 +509,20 @@ class ZarrMouse(_Metadata):
 def open_lazy(
     store: str | Path | MouseStore, tiers: Sequence[str] = TIERS, *, responses: bool = True, max_frames: int = MAX_FRAMES
 ) -> ZarrMouse:
-    """A :class:`ZarrMouse` of the trials of ``tiers`` (reads only metadata and statistics now)."""
+    """A :class:`ZarrMouse` of the trials of ``tiers`` (reads metadata, statistics and the two tiny
+    modalities now; videos and responses window by window later)."""
     mouse = store if isinstance(store, MouseStore) else open_mouse(store)
     sel = _Selection.of(mouse, tiers, max_frames)
+    normalizer = Normalizer.of(mouse, sel.length)
+    held = {}
+    for name in ("behavior", "pupil_center"):
+        raw = np.asarray(mouse.array(name)[...])[sel.store_rows]
+        values = np.zeros((len(sel.store_rows), sel.length, 2), dtype=np.float32)
+        for i, t in enumerate(sel.n_frames):
+            normalizer.apply(name, raw[i, :t], slice(0, int(t)), out=values[i, :t])
+        if not np.all(np.isfinite(values)):
+            raise StoreError(mouse.path, f"{name}: non-finite values inside the usable frames after normalisation")
+        held[name] = values
     return ZarrMouse(
         mouse=mouse.mouse,
         path=mouse.path,
@@ -498,7 +533,8 @@ def open_lazy(
         n_frames=sel.n_frames,
         unit_ids=mouse.unit_ids,
         coordinates=mouse.coordinates,
-        normalizer=Normalizer.of(mouse, sel.length),
+        normalizer=normalizer,
+        held=held,
         responses=responses,
     )
 

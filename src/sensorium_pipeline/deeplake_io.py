@@ -86,9 +86,10 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 def _to_dataset(modality: str, frames: np.ndarray) -> np.ndarray:
     """Store layout (time first) → dataset layout: videos (1, T, 36, 64), others (C, T).
 
-    Always a fresh array whose dtype is the native one (``float32``): Deep Lake 4.7 copies an
-    array whose dtype is spelt ``<f4``, as zarr returns it, value by value, about 10,000 times
-    slower (numpy keeps that spelling through ``astype`` and ``np.array(..., dtype=...)``).
+    Always a fresh array whose dtype is the native one (``float32``): Deep Lake 4.7 writes an
+    array whose dtype is spelt ``<f4``, as zarr returns it, value by value, hundreds of times
+    slower (``benchmarks/deeplake_speed.py``); numpy keeps that spelling through ``astype``
+    and ``np.array(..., dtype=...)``.
     """
     sample = frames[np.newaxis] if modality == "videos" else frames.T
     out = np.empty(sample.shape, dtype=np.dtype(frames.dtype.name))

@@ -98,7 +98,7 @@ def correlation_histograms(neurons: pd.DataFrame, tier: str, bins: int = 30) -> 
 
 def _metric_columns(metrics: pd.DataFrame) -> list[str]:
     """Numeric columns with at least one finite value, known ones first."""
-    skip = {"epoch", "model", "fold"}
+    skip = {"epoch", "model", "fold", "step"}  # identifiers and counters, not metrics
     numeric = [
         c for c in metrics.columns
         if c not in skip and pd.api.types.is_numeric_dtype(metrics[c]) and np.isfinite(metrics[c].to_numpy(dtype=float)).any()

@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import zarr
 
 from sensorium_pipeline.archive import open_archive
 from sensorium_pipeline.convert import convert_archive, same_bits
 from sensorium_pipeline.errors import ArchiveError, StoreError
 from sensorium_pipeline.layout import MODALITIES, NO_FILES, STATISTICS, TIERS_MEMBER, UNIT_IDS_MEMBER, data_member
-from sensorium_pipeline.store import STORE_FORMAT, TRIAL_COLUMNS, open_mouse
+from sensorium_pipeline.store import PHASH_COLUMN, STORE_FORMAT, TRIAL_COLUMNS, open_mouse
 from factories import MOUSE, flip_member_bytes, npy_bytes, rewrite_zip, simulate_small
 
 
@@ -68,7 +69,7 @@ def test_every_trial_is_the_archive_array_transposed(archive_path, converted):
 def test_trials_table_lists_trials_with_files_and_groups_repeats(archive_path, converted):
     out, summary, _ = converted
     trials = pd.read_parquet(out / "trials.parquet")
-    assert tuple(trials.columns) == TRIAL_COLUMNS
+    assert tuple(trials.columns) == (*TRIAL_COLUMNS, PHASH_COLUMN)
     solutions = pd.read_parquet(archive_path.with_name(f"{MOUSE}.solutions.parquet"))
     with open_archive(archive_path) as archive:
         with_files = np.flatnonzero(archive.tiers != NO_FILES)
@@ -255,15 +256,15 @@ def test_written_store_is_checked_against_the_archive(archive_path, tmp_path, mo
     """A write that silently goes wrong is caught by the read-back, and nothing is left."""
     from sensorium_pipeline import convert
 
-    original = convert._convert_one
+    original = convert.ShardWriter.encode_chunk
 
-    def faulty(source, arrays, row, trial_id, dtype):
-        result = original(source, arrays, row, trial_id, dtype)
-        if row == 0:
-            arrays["responses"][row, 0, 0] = 12345.0  # as if a block on disk went bad
-        return result
+    def faulty(self, block):  # as if a block went bad on its way to the disk
+        if self.folder.name == "responses" and len(block):
+            block = block.copy()
+            block.flat[0] += 1.0
+        return original(self, block)
 
-    monkeypatch.setattr(convert, "_convert_one", faulty)
+    monkeypatch.setattr(convert.ShardWriter, "encode_chunk", faulty)
     out = tmp_path / MOUSE
     with pytest.raises(StoreError, match="does not read back"):
         convert_archive(archive_path, out, verify_trials=2)

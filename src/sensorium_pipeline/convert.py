@@ -1,23 +1,32 @@
 """Archive (zip) → converted store: the one-off conversion every later stage reads from.
 
 The archive is validated from its headers first (:func:`archive.open_archive`), then the
-trials are converted in parallel threads, each reading one trial through its own zip
-handle and writing that trial's rows (one shard file per trial and array, so no two
-threads ever touch the same file). Arrays become time-major, as training windows slice
-time; chunks of ``chunk_frames`` frames make a random window read a few small chunks.
-Memory stays bounded: only a few trials are in flight at once.
+trials are converted by ``workers`` threads, each reading one trial through its own zip
+handle, checking it (CRC, NaN only as end padding) and writing that trial's rows: one shard
+file per trial and array, encoded here (:mod:`shards`) rather than through zarr's per-chunk
+machinery, so no two writers ever touch one file and the cost is close to reading the
+archive. Each array is made time-major block by block (``chunk_frames`` frames at a time),
+so a block is transposed, summarised and compressed while it is in cache. Memory stays
+bounded: only a few trials are in flight, and results are taken in row order.
+
+The same pass computes the training extras: per-neuron statistics over the train trials
+(:mod:`neuron_stats`), a perceptual hash of every trial's video (:mod:`phash`) and exact
+repeat groups (sha1 of the video bytes).
 
 Everything is written into a temporary sibling of ``out_dir`` and renamed into place at
-the end, after some trials were re-read and compared bit for bit with the archive, so an
-existing ``out_dir`` is always a complete, verified store (layout: :mod:`store`).
+the end; ``verify_trials`` trials spread over the store are read back through zarr right
+after they are written and compared bit for bit with the arrays read from the archive, so an existing ``out_dir`` is always a complete, verified store (layout:
+:mod:`store`); a killed run leaves only a temporary sibling, removed by the next run.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,16 +37,28 @@ from zarr.codecs import BloscCodec
 from .archive import Archive, open_archive
 from .atomic import atomic_path, remove_stale_temporaries
 from .errors import ArchiveError, ConfigError, StoreError
-from .layout import MODALITIES, STATISTICS, VIDEO_HEIGHT, VIDEO_WIDTH
-from .store import NEURONS_NAME, STORE_FORMAT, TRIALS_NAME, ZARR_NAME
+from .layout import MODALITIES, STATISTICS, TEST_TIERS, TRAIN, VIDEO_HEIGHT, VIDEO_WIDTH
+from .neuron_stats import MEDIAN_SAMPLES, NeuronStatistics, TrialAccumulator, TrialMoments, sample_frames
+from .phash import video_phash
+from .shards import ShardWriter
+from .store import NEURON_STATISTICS_GROUP, NEURONS_NAME, STORE_FORMAT, TRIALS_NAME, ZARR_NAME
 
 STORE_DTYPES: tuple[str, ...] = ("float32", "float64")
 #: Bump when a change here (or in ``archive``) changes what a conversion writes; the
-#: ``convert`` rule can pass it as a param so that existing stores are rebuilt.
-CONVERTER_VERSION = 1
-#: Blosc-LZ4 with byte shuffle: several times faster than zstd for about the same size on
-#: these float arrays (measured on a simulated mouse), so conversion stays I/O bound.
-COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+#: ``convert`` rule passes it as a param so that existing stores are rebuilt.
+#: 2: shards written directly, LZ4 level 1 without shuffle for responses, per-neuron
+#: statistics, ``video_phash``.
+CONVERTER_VERSION = 2
+#: Blosc-LZ4 at level 1: compressing costs about as much as reading the archive at higher
+#: levels for a few percent of size. Responses compress better without the byte shuffle
+#: (mostly exact zeros), videos and behaviour with it (measured on a simulated mouse).
+COMPRESSORS = {
+    "videos": BloscCodec(cname="lz4", clevel=1, shuffle="shuffle"),
+    "responses": BloscCodec(cname="lz4", clevel=1, shuffle="noshuffle"),
+    "behavior": BloscCodec(cname="lz4", clevel=1, shuffle="shuffle"),
+    "pupil_center": BloscCodec(cname="lz4", clevel=1, shuffle="shuffle"),
+}
+COMPRESSOR = COMPRESSORS["videos"]  # small arrays (per-frame and per-neuron statistics)
 #: Names of the axes after the trial axis, per modality (also the store's dimension names).
 _AXES = {
     "videos": ("time", "height", "width"),
@@ -45,7 +66,8 @@ _AXES = {
     "behavior": ("time", "channel"),
     "pupil_center": ("time", "channel"),
 }
-_PROGRESS_STEPS = 10
+#: Seconds between progress lines.
+PROGRESS_SECONDS = 5.0
 
 
 def convert_archive(
@@ -88,8 +110,13 @@ def convert_archive(
             tmp.mkdir()
             group = zarr.open_group(str(tmp / ZARR_NAME), mode="w", zarr_format=3)
             arrays = _create_arrays(group, source, store_dtype, chunk_frames)
-            trials = _convert_trials(source, arrays, store_dtype, workers, say)
+            writers = {m: ShardWriter(arrays[m], tmp / ZARR_NAME / m) for m in MODALITIES}
+            trials, neuron_stats = _convert_trials(
+                source, writers, store_dtype, workers, say,
+                verify_trials=verify_trials, zarr_path=tmp / ZARR_NAME, report_as=out_dir,
+            )  # fmt: skip
             _write_statistics(group, source, store_dtype)
+            _write_neuron_statistics(group, neuron_stats)
             group.attrs.update(
                 {
                     "mouse": source.root,
@@ -103,7 +130,7 @@ def convert_archive(
             )
             trials.to_parquet(tmp / TRIALS_NAME, index=False)
             neurons_table(source).to_parquet(tmp / NEURONS_NAME, index=False)
-            verified = verify_store(tmp / ZARR_NAME, source, trials, store_dtype, verify_trials, report_as=out_dir)
+            verified = len(verify_rows(len(trials), verify_trials))
         seconds = time.perf_counter() - start
         summary = {
             **source.summary(),
@@ -158,10 +185,11 @@ def _create_arrays(
             dtype=dtype,
             chunks=(1, frames, *rest[modality]),
             shards=(1, shard_frames, *rest[modality]),
-            compressors=COMPRESSOR,
+            compressors=COMPRESSORS[modality],
             fill_value=np.nan,
             dimension_names=("trial", *_AXES[modality]),
-            config={"write_empty_chunks": True},  # skips a per-chunk scan; padding chunks are tiny
+            # Shard files side by side (c.<row>.0.0): no folder to create per trial.
+            chunk_key_encoding={"name": "default", "separator": "."},
         )
     return arrays
 
@@ -171,68 +199,191 @@ def _time_major(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(array, -1, 0), dtype=dtype)
 
 
-def _convert_one(
-    source: Archive, arrays: dict[str, zarr.Array], row: int, trial_id: int, dtype: np.dtype
-) -> tuple[int, int, bytes]:
-    """Copy one trial into its store row; return ``(row, valid_frames, video digest)``."""
-    trial = source.read_trial(trial_id)
-    video = np.ascontiguousarray(trial.arrays["videos"])
-    digest = hashlib.sha1(memoryview(video).cast("B"), usedforsecurity=False).digest()
+#: Elements of the non-time axes transposed at once: a block of rows that stays in cache.
+_TRANSPOSE_ROWS = 512
+
+
+def _transpose_block(flat: np.ndarray, start: int, stop: int, dtype: np.dtype) -> np.ndarray:
+    """Frames ``start:stop`` of ``flat`` ``(elements, T)`` as a C-contiguous ``(frames, elements)``."""
+    out = np.empty((stop - start, flat.shape[0]), dtype=dtype)
+    for row in range(0, flat.shape[0], _TRANSPOSE_ROWS):
+        out[:, row : row + _TRANSPOSE_ROWS] = flat[row : row + _TRANSPOSE_ROWS, start:stop].T
+    return out
+
+
+@dataclass(frozen=True)
+class _Converted:
+    """What the trials table and the neuron statistics need from one converted trial."""
+
+    row: int
+    valid_frames: int
+    digest: bytes
+    phash: int
+    moments: TrialMoments | None
+
+
+@dataclass
+class _Job:
+    """Settings shared by every trial of one conversion (read-only in the workers)."""
+
+    source: Archive
+    writers: dict[str, ShardWriter]
+    dtype: np.dtype
+    n_train: int
+    constant_chunks: dict[tuple[str, float], list[bytes]]
+    lock: threading.Lock
+    verify: frozenset[int]  #: rows read back through zarr and compared with the archive's arrays
+    zarr_path: Path
+    report_as: Path  #: the final store folder, named in errors
+
+
+def _write_array(
+    job: _Job, modality: str, row: int, array: np.ndarray, stats: TrialAccumulator | None, valid: int
+) -> None:
+    """Write one trial's array (time last) as its shard, block by block; feed ``stats`` the valid frames."""
+    writer = job.writers[modality]
+    frames = array.shape[-1]
+    flat = array.reshape(-1, frames)
+    chunks = []
+    for index in range(writer.chunks_per_shard):
+        start = index * writer.frames
+        stop = min(start + writer.frames, frames)
+        block = _transpose_block(flat, start, max(start, stop), job.dtype)
+        if stats is not None and start < valid:
+            stats.add(block[: valid - start])
+        chunks.append(writer.encode_chunk(block.reshape(len(block), *writer.chunk_shape[2:])))
+    writer.write(row, chunks)
+
+
+def _constant_chunks(job: _Job, modality: str, value: float, frames: int) -> list[bytes]:
+    """Encoded chunks of an array that is ``value`` throughout (withheld test responses are zeros)."""
+    key = (modality, value)
+    with job.lock:
+        cached = job.constant_chunks.get(key)
+    if cached is None:
+        writer = job.writers[modality]
+        cached = []
+        for index in range(writer.chunks_per_shard):
+            start = index * writer.frames
+            n = max(0, min(start + writer.frames, frames) - start)
+            cached.append(writer.encode_chunk(np.full((n, *writer.chunk_shape[2:]), value, dtype=job.dtype)))
+        with job.lock:
+            job.constant_chunks[key] = cached
+    return cached
+
+
+def _convert_one(job: _Job, row: int, trial_id: int, tier: str) -> _Converted:
+    """Read, check and write one trial; return its facts and (train trials) its response moments."""
+    trial = job.source.read_trial(trial_id)
+    valid = trial.valid_frames
+    video = trial.arrays["videos"]
+    digest = hashlib.sha1(memoryview(np.ascontiguousarray(video)).cast("B"), usedforsecurity=False).digest()
+    phash = video_phash(video, time_axis=-1, valid_frames=valid)
+    stats = None
+    if tier == TRAIN:
+        sample = sample_frames(valid, job.n_train, MEDIAN_SAMPLES)
+        stats = TrialAccumulator(job.source.n_neurons, sample)
     for modality in MODALITIES:
-        arrays[modality][row] = _time_major(trial.arrays[modality], dtype)
-    return row, trial.valid_frames, digest
+        array = trial.arrays[modality]
+        if modality == "responses" and tier in TEST_TIERS and not array.any():
+            writer = job.writers[modality]
+            writer.write(row, _constant_chunks(job, modality, 0.0, array.shape[-1]))
+            continue
+        _write_array(job, modality, row, array, stats if modality == "responses" else None, valid)
+    if row in job.verify:
+        _verify_trial(job, row, trial_id, trial.arrays)
+    return _Converted(row, valid, digest, phash, stats.moments() if stats is not None else None)
+
+
+def _verify_trial(job: _Job, row: int, trial_id: int, arrays: dict[str, np.ndarray]) -> None:
+    """Read ``row`` back through zarr and compare it bit for bit with the arrays read from the archive.
+
+    This checks the whole chain a reader sees (shard files, index, codecs, zarr's metadata)
+    against the CRC-checked archive data still in memory, without reading the zip twice.
+    """
+    group = zarr.open_group(str(job.zarr_path), mode="r")
+    for modality in MODALITIES:
+        try:
+            stored = np.asarray(group[modality][row])
+        except Exception as exc:  # zarr and the codecs raise several types for damaged bytes
+            raise StoreError(
+                job.report_as / ZARR_NAME, f"{modality} row {row} (trial {trial_id}) cannot be read back: {exc}"
+            ) from exc
+        if not same_bits(stored, _time_major(arrays[modality], job.dtype)):
+            raise StoreError(
+                job.report_as / ZARR_NAME,
+                f"{modality} row {row} (trial {trial_id}) does not read back as "
+                f"{job.source.path}: the store was not written correctly (disk full or faulty?)",
+            )
 
 
 def _convert_trials(
     source: Archive,
-    arrays: dict[str, zarr.Array],
+    writers: dict[str, ShardWriter],
     dtype: np.dtype,
     workers: int,
     say: Callable[[str], object],
-) -> pd.DataFrame:
-    """Convert every trial with ``workers`` threads, a bounded number in flight; the trials table."""
+    *,
+    verify_trials: int,
+    zarr_path: Path,
+    report_as: Path,
+) -> tuple[pd.DataFrame, NeuronStatistics]:
+    """Convert every trial with ``workers`` threads; the trials table and the train neuron statistics.
+
+    Results are taken in row order (a trial finishing early waits in a small window), so the
+    statistics are summed in the same order whatever the number of workers.
+    """
     ids = source.trial_ids
+    tiers = [str(tier) for tier in source.tiers[ids]]
     n = len(ids)
+    verify = frozenset(verify_rows(n, verify_trials))
+    job = _Job(source, writers, dtype, tiers.count(TRAIN), {}, threading.Lock(), verify, zarr_path, report_as)
     valid = np.zeros(n, dtype=np.int64)
+    phashes = np.zeros(n, dtype=np.int64)
     digests: list[bytes] = [b""] * n
-    step = max(1, -(-n // _PROGRESS_STEPS))
-    start = time.perf_counter()
-    done = 0
+    statistics = NeuronStatistics(source.n_neurons)
+    window = 4 * workers
+    start = last_report = time.perf_counter()
+    finished: dict[int, _Converted] = {}
+    taken = 0  # rows [0, taken) are in the tables
+    submitted = 0
     pending: set[Future] = set()
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="convert")
     try:
-        for row in range(n):
-            pending.add(executor.submit(_convert_one, source, arrays, row, int(ids[row]), dtype))
-            if len(pending) < 2 * workers:
-                continue
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            done += _collect(finished, valid, digests)
-            if done // step != (done - len(finished)) // step:
-                _report(say, done, n, start)
-        done += _collect(wait(pending).done, valid, digests)
-        _report(say, done, n, start)
+        while taken < n:
+            while submitted < n and submitted < taken + window and len(pending) < 2 * workers:
+                pending.add(executor.submit(_convert_one, job, submitted, int(ids[submitted]), tiers[submitted]))
+                submitted += 1
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                result = future.result()  # re-raises a task's ArchiveError here
+                finished[result.row] = result
+            while taken in finished:
+                result = finished.pop(taken)
+                valid[taken], phashes[taken], digests[taken] = result.valid_frames, result.phash, result.digest
+                if result.moments is not None:
+                    statistics.add(result.moments)
+                taken += 1
+            now = time.perf_counter()
+            if now - last_report >= PROGRESS_SECONDS or taken == n:
+                _report(say, taken, n, start)
+                last_report = now
     finally:
         # On an error, let running tasks finish before the temporary folder is removed.
         executor.shutdown(wait=True, cancel_futures=True)
     first_seen: dict[bytes, int] = {}
     groups = np.array([first_seen.setdefault(d, len(first_seen)) for d in digests], dtype=np.int64)
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             "row": np.arange(n, dtype=np.int64),
             "trial_id": ids.astype(np.int64),
-            "tier": [str(tier) for tier in source.tiers[ids]],
+            "tier": tiers,
             "valid_frames": valid,
             "stimulus_group": groups,
+            "video_phash": phashes,
         }
     )
-
-
-def _collect(finished: set[Future], valid: np.ndarray, digests: list[bytes]) -> int:
-    for future in finished:
-        row, frames, digest = future.result()  # re-raises a task's ArchiveError here
-        valid[row] = frames
-        digests[row] = digest
-    return len(finished)
+    return table, statistics
 
 
 def _report(say: Callable[[str], object], done: int, n: int, start: float) -> None:
@@ -258,6 +409,25 @@ def _write_statistics(group: zarr.Group, source: Archive, dtype: np.dtype) -> No
             array[...] = data
 
 
+def _write_neuron_statistics(group: zarr.Group, statistics: NeuronStatistics) -> None:
+    """One ``(N,)`` array per column of :mod:`neuron_stats` under ``neuron_statistics/``."""
+    folder = group.require_group(NEURON_STATISTICS_GROUP)
+    for name, values in statistics.arrays().items():
+        array = folder.create_array(
+            name,
+            shape=values.shape,
+            dtype=values.dtype,
+            chunks=values.shape,
+            compressors=COMPRESSOR,
+            fill_value=0,
+            dimension_names=("neuron",),
+        )
+        array[...] = values
+    folder.attrs.update(
+        {"tiers": [TRAIN], "train_trials": statistics.n_trials, "median_samples": statistics.median_samples}
+    )
+
+
 def neurons_table(source: Archive) -> pd.DataFrame:
     """``unit_id, x, y, z`` in the archive's order (the order of the responses' neuron axis)."""
     coords = source.coordinates
@@ -273,32 +443,6 @@ def verify_rows(n_trials: int, verify_trials: int) -> list[int]:
     if verify_trials == 1:
         return [0]
     return sorted({int(round(x)) for x in np.linspace(0, n_trials - 1, min(verify_trials, n_trials))})
-
-
-def verify_store(
-    zarr_path: Path,
-    source: Archive,
-    trials: pd.DataFrame,
-    dtype: np.dtype,
-    verify_trials: int,
-    *,
-    report_as: Path,
-) -> int:
-    """Re-read some trials from the written store and compare them bit for bit with the archive."""
-    group = zarr.open_group(str(zarr_path), mode="r")
-    rows = verify_rows(len(trials), verify_trials)
-    for row in rows:
-        trial_id = int(trials["trial_id"].iloc[row])
-        for modality in MODALITIES:
-            stored = np.asarray(group[modality][row])
-            expected = _time_major(source.read(modality, trial_id), dtype)
-            if not same_bits(stored, expected):
-                raise StoreError(
-                    report_as / ZARR_NAME,
-                    f"{modality} row {row} (trial {trial_id}) does not read back as "
-                    f"{source.path}: the store was not written correctly (disk full or faulty?)",
-                )
-    return len(rows)
 
 
 def same_bits(a: np.ndarray, b: np.ndarray) -> bool:

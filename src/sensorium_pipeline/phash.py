@@ -63,24 +63,33 @@ def _hyperplanes() -> np.ndarray:
     return np.random.default_rng(SEED).standard_normal((BITS, TIME_BINS * LOW * LOW))
 
 
-def video_phash(video: np.ndarray, *, time_axis: int = 0) -> int:
+def video_phash(video: np.ndarray, *, time_axis: int = 0, valid_frames: int | None = None) -> int:
     """The 64-bit hash of one video ``(T, H, W)`` (or time on ``time_axis``), as a signed int64.
 
-    Frames that are NaN throughout (the archive's end padding) are left out; a video without
-    a valid frame hashes to 0.
+    Only the first ``valid_frames`` frames count; by default those before the first frame
+    that is NaN throughout (the archive's end padding). A video without a valid frame hashes to 0.
     """
-    frames = np.moveaxis(np.asarray(video), time_axis, 0)
-    if frames.ndim != 3:
-        raise ValueError(f"expected a video (T, H, W), got shape {frames.shape}")
-    valid = ~np.all(np.isnan(frames.reshape(len(frames), -1)), axis=1)
-    frames = frames[valid]
-    if len(frames) == 0:
+    video = np.asarray(video)
+    if video.ndim != 3:
+        raise ValueError(f"expected a video (T, H, W), got shape {video.shape}")
+    frames = np.moveaxis(video, time_axis, -1)  # (H, W, T): a view for either layout
+    height, width, total = frames.shape
+    flat = frames.reshape(height * width, total)
+    if valid_frames is None:
+        padding = np.flatnonzero(np.all(np.isnan(flat), axis=0))
+        valid_frames = int(padding[0]) if padding.size else total
+    n = min(int(valid_frames), total)
+    if n <= 0:
         return 0
-    n, height, width = frames.shape
-    time = _area_matrix(n, TIME_BINS)
-    # Time first: (TIME_BINS, H*W) with one matrix product, in float64 for stable bits.
-    segments = time @ np.nan_to_num(frames.reshape(n, -1), nan=0.0).astype(np.float64, copy=False)
-    segments = segments.reshape(TIME_BINS, height, width)
+    # Temporal segments first: one pass over the valid frames, summed in float64 for stable bits.
+    if n >= TIME_BINS:
+        bounds = (np.arange(TIME_BINS) * n) // TIME_BINS
+        counts = np.diff(np.append(bounds, n))
+        sums = np.add.reduceat(flat[:, :n], bounds, axis=1, dtype=np.float64)
+        segments = sums / counts
+    else:
+        segments = flat[:, :n].astype(np.float64) @ _area_matrix(n, TIME_BINS).T
+    segments = np.ascontiguousarray(np.nan_to_num(segments, nan=0.0).T).reshape(TIME_BINS, height, width)
     # Resample and transform each axis in turn (matrix products, not one big einsum loop).
     rows = (_dct_matrix(SIDE)[:LOW] @ _area_matrix(height, SIDE)) @ segments  # (TIME_BINS, LOW, W)
     both = rows @ (_dct_matrix(SIDE)[:LOW] @ _area_matrix(width, SIDE)).T  # (TIME_BINS, LOW, LOW)

@@ -9,13 +9,20 @@ Layout of ``<mouse_dir>`` (``results/data/<mouse>`` in the workflow)::
       pupil_center  (n_trials, T_pad, 2)        x, y
       statistics/<modality>/<stat>              per-frame, time-major: (T_pad, 36, 64),
                                                 (T_pad, N), (T_pad, 2), (T_pad, 2)
-    trials.parquet   row, trial_id, tier, valid_frames, stimulus_group
+      neuron_statistics/<column>  (N,)          per neuron over the valid frames of train trials:
+                                                n_frames, mean, std, median, min, max,
+                                                positive_fraction (see ``neuron_stats``)
+    trials.parquet   row, trial_id, tier, valid_frames, stimulus_group, video_phash
     neurons.parquet  unit_id, x, y, z
 
 Row ``r`` of every per-trial array is the trial ``trials.trial_id[r]``; rows are sorted by
 trial id. ``stimulus_group`` is equal for trials that show the same video (repeats), so
-folds and correlation-to-average can group them. Group attrs: ``mouse``, ``format``
-(= ``STORE_FORMAT``), ``t_pad``, ``n_neurons``, ``source_dtype``, ``archive_sha256``.
+folds and correlation-to-average can group them. ``video_phash`` is a 64-bit perceptual
+hash of the trial's video (:mod:`phash`; int64 holding the uint64 bit pattern): near-copies
+of a clip are a few bits apart, for duplicate-aware folds. Group attrs: ``mouse``, ``format``
+(= ``STORE_FORMAT``), ``t_pad``, ``n_neurons``, ``source_dtype``, ``archive_sha256``,
+``converter_version``. ``neuron_statistics`` and ``video_phash`` were added to format v1
+by converter version 2; stores of older converters lack them (reconvert).
 
 The store is written by :mod:`sensorium_pipeline.convert` into a temporary folder and
 renamed into place, so an existing ``<mouse_dir>`` is always complete.
@@ -41,6 +48,10 @@ TRIALS_NAME = "trials.parquet"
 NEURONS_NAME = "neurons.parquet"
 TRIAL_COLUMNS = ("row", "trial_id", "tier", "valid_frames", "stimulus_group")
 NEURON_COLUMNS = ("unit_id", "x", "y", "z")
+#: Trials-table columns written by converter version 2 and later.
+PHASH_COLUMN = "video_phash"
+NEURON_STATISTICS_GROUP = "neuron_statistics"
+NEURON_STATISTICS_COLUMNS = ("n_frames", "mean", "std", "median", "min", "max", "positive_fraction")
 
 
 @dataclass
@@ -97,6 +108,24 @@ class MouseStore:
         stats = [self.statistic(m, s) for m in MODALITIES for s in ("mean", "std")]
         limit = usable_frames(self.t_pad, *stats, max_frames=max_frames)
         return np.minimum(self.trials["valid_frames"].to_numpy(dtype=np.int64), limit)
+
+    def video_phash(self) -> np.ndarray:
+        """``(n_trials,)`` int64 perceptual hashes of the videos, in row order (see :mod:`phash`)."""
+        if PHASH_COLUMN not in self.trials.columns:
+            raise StoreError(self.path / TRIALS_NAME, f"no {PHASH_COLUMN} column (written by an older converter; reconvert)")
+        return self.trials[PHASH_COLUMN].to_numpy(dtype=np.int64)
+
+    def neuron_statistics(self) -> pd.DataFrame:
+        """One row per neuron (store order): ``unit_id`` and statistics of its responses over the
+        valid frames of the train trials (``n_frames, mean, std, median, min, max, positive_fraction``)."""
+        try:
+            folder = self.group[NEURON_STATISTICS_GROUP]
+        except KeyError:
+            raise StoreError(
+                self.path / ZARR_NAME, f"no {NEURON_STATISTICS_GROUP} group (written by an older converter; reconvert)"
+            ) from None
+        columns = {name: np.asarray(folder[name][...]) for name in NEURON_STATISTICS_COLUMNS}
+        return pd.DataFrame({"unit_id": self.unit_ids, **columns})
 
     def rows(self, *tiers: str) -> np.ndarray:
         """Store rows of the trials in ``tiers`` (sorted by trial id)."""

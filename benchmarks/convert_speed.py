@@ -1,0 +1,132 @@
+"""Conversion speed against merely reading the archive, side by side, on a simulated full-size mouse.
+
+    .venv/bin/python benchmarks/convert_speed.py --repeats 3              # ~700 trials x 8,000 neurons
+    .venv/bin/python benchmarks/convert_speed.py --trials 60 --repeats 3  # a quick run
+
+Each repeat runs, in fresh child processes one after the other, (1) the raw read: every
+member of the zip read and decompressed (CRC checked) into a numpy array with plain
+``zipfile`` and numpy, by the same number of worker threads, each with its own zip handle,
+which is what any conversion must at least do; (2) the conversion of the same archive into a
+Zarr store (``convert_archive``, with the checksum given, as the workflow does). It prints
+both wall times, their ratio ``raw / conversion`` (1.0 = conversion as fast as reading) and
+the conversion's peak RSS, then the median ratio over the repeats. The archive and its store
+are simulated once and cached (``benchmarks/fullsize.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from threading import local
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "src")]
+
+from benchmarks.fullsize import CACHE_DIR, fullsize_archive  # noqa: E402
+from sensorium_pipeline.convert import convert_archive, file_sha256  # noqa: E402
+
+
+def read_every_member(archive: Path, workers: int) -> int:
+    """Read and decompress every ``.npy`` member into an array; return the bytes read."""
+    handles = local()
+
+    def handle() -> zipfile.ZipFile:
+        if not hasattr(handles, "zip"):
+            handles.zip = zipfile.ZipFile(archive)
+        return handles.zip
+
+    def read(info: zipfile.ZipInfo) -> int:
+        with handle().open(info) as stream:
+            version = np.lib.format.read_magic(stream)
+            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = header(stream)
+            data = stream.read()  # to the end, where zipfile checks the CRC
+        array = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+        return array.nbytes
+
+    with zipfile.ZipFile(archive) as listing:
+        members = [i for i in listing.infolist() if i.filename.endswith(".npy")]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return sum(pool.map(read, members))
+
+
+def _child(args: argparse.Namespace) -> None:
+    """Run one measured step in this (fresh) process and print its result as JSON."""
+    archive = Path(args.archive)
+    start = time.perf_counter()
+    if args.child == "raw":
+        detail = {"bytes": read_every_member(archive, args.workers)}
+    else:
+        summary = convert_archive(
+            archive, Path(args.out), sha256=args.sha256, workers=args.workers, verify_trials=args.verify_trials
+        )
+        detail = {"verified_trials": summary["verified_trials"]}
+    print(json.dumps({"seconds": time.perf_counter() - start, **detail}))
+
+
+def _run_child(kind: str, args: argparse.Namespace, archive: Path, sha256: str, out: Path) -> tuple[dict, float]:
+    """Run a child step; return its JSON result and its peak RSS in MiB."""
+    command = [
+        sys.executable, __file__, "--child", kind, "--archive", str(archive), "--out", str(out),
+        "--sha256", sha256, "--workers", str(args.workers), "--verify-trials", str(args.verify_trials),
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert process.stdout is not None
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"{kind} step failed with exit code {process.returncode}")
+    return json.loads(output.strip().splitlines()[-1]), usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=700)
+    parser.add_argument("--neurons", type=int, default=8000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--verify-trials", type=int, default=8)
+    parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR)
+    parser.add_argument("--child", choices=["raw", "convert"], help=argparse.SUPPRESS)
+    parser.add_argument("--archive", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--sha256", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child(args)
+        return
+    archive = fullsize_archive(args.cache_dir, trials=args.trials, neurons=args.neurons)
+    checksum_file = archive.with_name(archive.name + ".sha256")
+    if not checksum_file.exists():  # the workflow has it from the download step
+        checksum_file.write_text(file_sha256(archive))
+    sha256 = checksum_file.read_text().strip()
+    out = archive.parent / "speed-run" / archive.stem
+    size = archive.stat().st_size / 2**30
+    print(f"archive {archive} ({size:.2f} GiB), {args.workers} workers, {args.repeats} repeats")
+    print(f"{'repeat':>6} {'raw read s':>11} {'convert s':>10} {'ratio':>6} {'convert peak RSS MiB':>21}")
+    ratios = []
+    for repeat in range(args.repeats):
+        shutil.rmtree(out.parent, ignore_errors=True)
+        raw, _ = _run_child("raw", args, archive, sha256, out)
+        converted, rss = _run_child("convert", args, archive, sha256, out)
+        ratio = raw["seconds"] / converted["seconds"]
+        ratios.append(ratio)
+        print(f"{repeat:>6} {raw['seconds']:>11.2f} {converted['seconds']:>10.2f} {ratio:>6.2f} {rss:>21.0f}", flush=True)
+    shutil.rmtree(out.parent, ignore_errors=True)
+    print(f"median ratio raw/convert: {statistics.median(ratios):.2f} (target >= 0.7)")
+
+
+if __name__ == "__main__":
+    main()

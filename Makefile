@@ -9,7 +9,7 @@ CORES ?= all
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo report test lint dryrun clean-results
+.PHONY: demo report test lint dryrun clean-results bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=...)")'
@@ -30,6 +30,12 @@ report: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# conversion vs raw archive read, loader vs per-trial files: medians of 3 runs on a simulated
+# full-size mouse (simulated and converted once into benchmarks/.cache; BENCH_ARGS="--trials 60" for a quick look)
+bench: $(STAMP)
+	$(BIN)/python benchmarks/convert_speed.py --repeats 3 $(BENCH_ARGS)
+	$(BIN)/python benchmarks/loader_speed.py --repeats 3 $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

@@ -269,3 +269,55 @@ def test_written_store_is_checked_against_the_archive(archive_path, tmp_path, mo
     with pytest.raises(StoreError, match="does not read back"):
         convert_archive(archive_path, out, verify_trials=2)
     assert not out.exists() and _leftovers(out) == []
+
+
+def test_neuron_statistics_are_those_of_the_valid_train_frames(archive_path, converted):
+    out, _, _ = converted
+    store = open_mouse(out)
+    table = store.neuron_statistics()
+    with open_archive(archive_path) as archive:
+        train = [i for i in archive.trial_ids.tolist() if archive.tiers[i] == "train"]
+        frames = [archive.read("responses", i) for i in train]
+    values = np.concatenate([f[:, : int(np.sum(~np.isnan(f[0])))] for f in frames], axis=1).astype(np.float64)
+    assert table["unit_id"].tolist() == store.unit_ids.tolist()
+    assert (table["n_frames"] == values.shape[1]).all()
+    np.testing.assert_allclose(table["mean"], values.mean(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(table["std"], values.std(axis=1), rtol=1e-5)
+    np.testing.assert_array_equal(table["min"], values.min(axis=1))
+    np.testing.assert_array_equal(table["max"], values.max(axis=1))
+    np.testing.assert_allclose(table["median"], np.median(values, axis=1), rtol=1e-6)  # few frames: exact
+    np.testing.assert_allclose(table["positive_fraction"], (values > 0).mean(axis=1))
+    assert store.group["neuron_statistics"].attrs["train_trials"] == len(train)
+
+
+def test_median_sample_is_bounded_and_spread_over_the_trial():
+    from sensorium_pipeline.neuron_stats import sample_frames
+
+    assert sample_frames(60, 12, budget=2048).tolist() == list(range(60))
+    picked = sample_frames(300, 340, budget=2048)
+    assert len(picked) == 7 and picked.min() >= 0 and picked.max() < 300 and np.all(np.diff(picked) > 30)
+
+
+def test_video_phash_groups_repeats_like_the_exact_groups(converted):
+    out, _, _ = converted
+    store = open_mouse(out)
+    hashes = store.video_phash()
+    assert hashes.dtype == np.int64 and len(hashes) == len(store.trials)
+    groups = store.trials["stimulus_group"].to_numpy()
+    for group in np.unique(groups):  # exact repeats: identical hashes
+        assert len(set(hashes[groups == group].tolist())) == 1
+    assert len(set(hashes.tolist())) == len(np.unique(groups))  # different clips: different hashes
+
+
+def test_store_from_an_older_converter_says_reconvert(converted, tmp_path):
+    out, _, _ = converted
+    old = tmp_path / MOUSE
+    shutil.copytree(out, old)
+    shutil.rmtree(old / "store.zarr" / "neuron_statistics")
+    trials = pd.read_parquet(old / "trials.parquet").drop(columns=[PHASH_COLUMN])
+    trials.to_parquet(old / "trials.parquet", index=False)
+    store = open_mouse(old)
+    with pytest.raises(StoreError, match="reconvert"):
+        store.video_phash()
+    with pytest.raises(StoreError, match="reconvert"):
+        store.neuron_statistics()

@@ -1,4 +1,7 @@
-# Archive (zip) -> validated, chunked Zarr store + trials/neurons tables.
+# Archive (zip) -> validated, chunked Zarr store + trials/neurons tables, per-neuron train
+# statistics and perceptual video hashes (see src/sensorium_pipeline/convert.py).
+
+from sensorium_pipeline.convert import CONVERTER_VERSION  # noqa: E402  (a new store format rebuilds stores)
 
 
 rule convert:
@@ -9,6 +12,7 @@ rule convert:
         store=directory("results/data/{mouse}"),
     params:
         code_version=CODE_VERSION,
+        converter_version=CONVERTER_VERSION,
         conversion=config["conversion"],
     log:
         "results/logs/convert/{mouse}.log",

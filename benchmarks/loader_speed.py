@@ -11,14 +11,16 @@ In one run, on the same mouse and the same windows (one sampler seed), it measur
   ``pupil_center/i.npy`` from the archive's member tree (extracted once, cached beside the archive),
   normalise the whole usable trial, then cut the window; in the main process and with ``--workers``
   workers. ``npy-window`` normalises only the window (a lower bound on any per-trial reader's cost);
-- ``train``: the windows per second the largest model config in ``config/models`` consumes (forward +
-  Poisson loss + backward + AdamW step on batches from the loader, CPU threads = ``--threads``).
+- ``train``: the windows per second the largest model config in ``config/models`` (most core parameters)
+  consumes: forward + Poisson loss + backward + AdamW step on batches from the loader, on the CPU with
+  ``--threads`` threads, on its own windows.
 
-It prints the medians over ``--repeats`` runs and the ratios (median of the per-run ratios). The page
+Loaders are measured on two window geometries: the largest config's (DwiseNeuro: 16 frames every 2nd,
+batches of 32) and the official baseline's (80 frames, batches of 8). It prints the medians over ``--repeats`` runs and the ratios (median of the per-run ratios). The page
 cache is warmed for the ``.npy`` files first, so the per-trial reader is measured at its best.
 
     .venv/bin/python -m benchmarks.loader_speed --repeats 3
-    .venv/bin/python -m benchmarks.loader_speed --trials 60 --repeats 1 --train-steps 1   # quick look
+    .venv/bin/python benchmarks/loader_speed.py --trials 60 --repeats 1 --train-steps 1   # a quick look
 
 neuralpredictors' own dataset is not run: its only PyPI release (0.3.0) does not import on Python >= 3.10
 (see ``NEURALPREDICTORS``), so the plain reader above reproduces what its ``FileTreeDataset`` does.
@@ -225,12 +227,16 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR)
     parser.add_argument("--archive", type=Path, help="use this archive instead of the simulated one (with --store)")
     parser.add_argument("--store", type=Path, help="its converted store")
-    parser.add_argument("--batches", type=int, default=40, help="batches per measurement of the fast loaders")
-    parser.add_argument("--npy-batches", type=int, default=10, help="batches per measurement of the .npy reader")
+    parser.add_argument("--windows", type=int, default=640, help="windows per measurement of the in-RAM/GPU loaders")
+    parser.add_argument("--npy-windows", type=int, default=96,
+                        help="windows per measurement of the slower readers (lazy Zarr, .npy)")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the lazy and npy modes")
     parser.add_argument("--response-dtype", default="float32", choices=("float32", "float16"))
     parser.add_argument("--train-steps", type=int, default=2,
                         help="timed training steps, once after the loader runs (0: skip); their median is reported")
+    parser.add_argument("--train-batch", type=int, default=2,
+                        help="windows per training step (0: the config's batch_size). On a CPU DwiseNeuro needs "
+                        "about 2 GiB per window (4.2 GiB peak at 2, 8.3 GiB at 4), so its batch of 32 does not fit")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads of the training step")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
@@ -238,6 +244,37 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     if (args.archive is None) != (args.store is None):
         parser.error("--archive and --store go together")
     return args
+
+
+#: The official baseline's windows (spec §7): 80 frames, batches of 8; always measured beside the
+#: largest config's own windows, whose length may differ (DwiseNeuro: 16 frames every 2nd).
+BASELINE_GEOMETRY = Geometry(window=80, step=1, batch=8)
+
+
+def measure_geometry(
+    sources: dict[str, Any], rows: np.ndarray, geometry: Geometry, args: argparse.Namespace
+) -> tuple[list[dict[str, float]], dict[str, float]]:
+    """Per-run windows/s of every reader for one window geometry, and the median of each."""
+    fast = max(1, -(-args.windows // geometry.batch))
+    slow = max(1, -(-args.npy_windows // geometry.batch))
+    modes: dict[str, Callable[[int], float]] = {
+        "ram": lambda s: loader_rate(sources["ram"], rows, geometry, fast, 0, s),
+        "lazy": lambda s: loader_rate(sources["lazy"], rows, geometry, slow, args.workers, s),
+        "npy": lambda s: loader_rate(sources["npy"], rows, geometry, slow, 0, s),
+        "npy-workers": lambda s: loader_rate(sources["npy"], rows, geometry, slow, args.workers, s),
+        "npy-window": lambda s: loader_rate(sources["npy-window"], rows, geometry, slow, 0, s),
+    }
+    if "device" in sources:
+        modes["device"] = lambda s: loader_rate(sources["device"], rows, geometry, fast, 0, s)
+    runs: list[dict[str, float]] = []
+    for repeat in range(args.repeats):
+        run = {}
+        for name, measure in modes.items():
+            run[name] = measure(args.seed + repeat)
+            print(f"{geometry}: run {repeat + 1}/{args.repeats}: {name:12s} {run[name]:10.1f} windows/s",
+                  file=sys.stderr, flush=True)
+        runs.append(run)
+    return runs, {name: statistics.median(r[name] for r in runs) for name in modes}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -260,54 +297,55 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.manual_seed(args.seed)
     model = build_model(model_config, [MouseMeta(ram.mouse, ram.unit_ids, ram.coordinates, ram.mean_response(rows))])
-    geometry = Geometry(train_config.window_frames, int(getattr(model, "frame_step", 1)), train_config.batch_size)
+    largest = Geometry(train_config.window_frames, int(getattr(model, "frame_step", 1)), train_config.batch_size)
+    geometries = [largest] + ([BASELINE_GEOMETRY] if BASELINE_GEOMETRY != largest else [])
 
-    npy = NpyTrialReader.of(tree, lazy, whole_trial=True)
-    npy_window = NpyTrialReader.of(tree, lazy, whole_trial=False)
-    _check_same_windows(ram, [lazy, npy, npy_window], geometry, args.seed)
-    warm_page_cache(npy, rows)
-
-    modes: dict[str, Callable[[int], float]] = {
-        "ram": lambda s: loader_rate(ram, rows, geometry, args.batches, 0, s),
-        "lazy": lambda s: loader_rate(lazy, rows, geometry, args.batches, args.workers, s),
-        "npy": lambda s: loader_rate(npy, rows, geometry, args.npy_batches, 0, s),
-        "npy-workers": lambda s: loader_rate(npy, rows, geometry, args.npy_batches, args.workers, s),
-        "npy-window": lambda s: loader_rate(npy_window, rows, geometry, args.npy_batches, 0, s),
+    sources: dict[str, Any] = {
+        "ram": ram,
+        "lazy": lazy,
+        "npy": NpyTrialReader.of(tree, lazy, whole_trial=True),
+        "npy-window": NpyTrialReader.of(tree, lazy, whole_trial=False),
     }
     if torch.cuda.is_available():
-        on_gpu = ram.to_device("cuda")
-        modes["device"] = lambda s: loader_rate(on_gpu, rows, geometry, args.batches, 0, s)
-    runs: list[dict[str, float]] = []
-    for repeat in range(args.repeats):
-        run = {}
-        for name, measure in modes.items():
-            run[name] = measure(args.seed + repeat)
-            print(f"run {repeat + 1}/{args.repeats}: {name:12s} {run[name]:10.1f} windows/s", file=sys.stderr, flush=True)
-        runs.append(run)
+        sources["device"] = ram.to_device("cuda")
+    for geometry in geometries:
+        _check_same_windows(ram, [sources[k] for k in ("lazy", "npy", "npy-window")], geometry, args.seed)
+    warm_page_cache(sources["npy"], rows)
 
-    medians = {name: statistics.median(r[name] for r in runs) for name in modes}
+    results = []
+    for geometry in geometries:
+        runs, medians = measure_geometry(sources, rows, geometry, args)
+        ratios = {
+            "ram / npy": _median_ratio(runs, "ram", "npy"),
+            "ram / npy-window": _median_ratio(runs, "ram", "npy-window"),
+            f"lazy ({args.workers} workers) / npy ({args.workers} workers)": _median_ratio(runs, "lazy", "npy-workers"),
+            f"lazy ({args.workers} workers) / npy": _median_ratio(runs, "lazy", "npy"),
+        }
+        if "device" in medians:
+            ratios["device / npy"] = _median_ratio(runs, "device", "npy")
+        results.append({
+            "window_frames": geometry.window,
+            "frame_step": geometry.step,
+            "batch_size": geometry.batch,
+            "of": config_path.name if geometry == largest else "official baseline",
+            "windows_per_s": {k: round(v, 2) for k, v in medians.items()},
+            "ratios": {k: round(v, 1) for k, v in ratios.items()},
+            "runs": runs,
+        })
+
     train: list[float] = []
     if args.train_steps > 0:
-        train = train_rates(model, ram, rows, geometry, args.train_steps, args.seed)
-        medians["train"] = statistics.median(train)
+        train_geometry = Geometry(largest.window, largest.step, args.train_batch or largest.batch)
+        train = train_rates(model, ram, rows, train_geometry, args.train_steps, args.seed)
         print(f"training steps: {', '.join(f'{r:.3f}' for r in train)} windows/s", file=sys.stderr, flush=True)
-    ratios = {
-        "ram / npy": _median_ratio(runs, "ram", "npy"),
-        "ram / npy-window": _median_ratio(runs, "ram", "npy-window"),
-        f"lazy ({args.workers} workers) / npy ({args.workers} workers)": _median_ratio(runs, "lazy", "npy-workers"),
-    }
-    if "device" in modes:
-        ratios["device / npy"] = _median_ratio(runs, "device", "npy")
-    if train:
-        ratios["ram / train"] = medians["ram"] / medians["train"]
-        ratios["lazy / train"] = medians["lazy"] / medians["train"]
+        medians = results[0]["windows_per_s"]
+        rate = statistics.median(train)
+        results[0]["ratios"]["ram / train"] = round(medians["ram"] / rate, 1)
+        results[0]["ratios"][f"lazy ({args.workers} workers) / train"] = round(medians["lazy"] / rate, 1)
     report = {
         "mouse": ram.mouse,
         "train_trials": int(ram.n_trials),
         "neurons": int(ram.n_neurons),
-        "window_frames": geometry.window,
-        "frame_step": geometry.step,
-        "batch_size": geometry.batch,
         "workers": args.workers,
         "response_dtype": args.response_dtype,
         "ram_load_s": round(load_s, 1),
@@ -315,10 +353,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "model_config": config_path.name,
         "threads": args.threads,
         "repeats": args.repeats,
-        "windows_per_s": {k: round(v, 2) for k, v in medians.items()},
-        "ratios": {k: round(v, 1) for k, v in ratios.items()},
-        "runs": runs,
-        "train_steps": train,
+        "geometries": results,
+        "train_batch": (args.train_batch or largest.batch) if train else None,
+        "train_windows_per_s": [round(r, 4) for r in train],
+        "train_median": round(statistics.median(train), 4) if train else None,
         "neuralpredictors": "not run: " + NEURALPREDICTORS,
     }
     _print(report)
@@ -344,26 +382,33 @@ def _check_same_windows(ram: MouseData, others: Sequence[Any], geometry: Geometr
 
 
 def _print(report: dict) -> None:
+    workers = report["workers"]
     labels = {
         "ram": "in RAM (MouseData), main process",
         "device": "on the GPU (DeviceMouse)",
-        "lazy": f"lazy Zarr (ZarrMouse), DataLoader {report['workers']} workers",
+        "lazy": f"lazy Zarr (ZarrMouse), DataLoader {workers} workers",
         "npy": "per-trial .npy, official order, main process",
-        "npy-workers": f"per-trial .npy, official order, {report['workers']} workers",
+        "npy-workers": f"per-trial .npy, official order, {workers} workers",
         "npy-window": "per-trial .npy, window-only normalisation",
-        "train": f"training, {report['model_config']} ({len(report['train_steps'])} steps, {report['threads']} threads)",
     }
     print(
-        f"mouse {report['mouse']}: {report['train_trials']} train trials, {report['neurons']} neurons; windows of "
-        f"{report['window_frames']} frames (step {report['frame_step']}), batches of {report['batch_size']}; "
-        f"responses {report['response_dtype']}, {report['ram_gib']} GiB in RAM (loaded in {report['ram_load_s']} s); "
+        f"mouse {report['mouse']}: {report['train_trials']} train trials, {report['neurons']} neurons; responses "
+        f"{report['response_dtype']}, {report['ram_gib']} GiB in RAM (loaded in {report['ram_load_s']} s); "
         f"medians of {report['repeats']} runs"
     )
-    for name, value in report["windows_per_s"].items():
-        print(f"  {labels[name]:58s} {value:10.2f} windows/s")
-    for name, value in report["ratios"].items():
-        print(f"  {name:58s} {value:10.1f} x")
-    print(f"  neuralpredictors: {report['neuralpredictors']}")
+    for g in report["geometries"]:
+        print(f"windows of {g['window_frames']} frames (step {g['frame_step']}), batches of {g['batch_size']} "
+              f"({g['of']}):")
+        for name, value in g["windows_per_s"].items():
+            print(f"  {labels[name]:58s} {value:10.2f} windows/s")
+        for name, value in g["ratios"].items():
+            print(f"  {name:58s} {value:10.1f} x")
+    if report["train_median"] is not None:
+        steps = len(report["train_windows_per_s"])
+        print(f"training {report['model_config']} ({steps} steps of {report['train_batch']} of its windows, "
+              f"{report['threads']} CPU threads): "
+              f"{report['train_median']:.4f} windows/s")
+    print(f"neuralpredictors: {report['neuralpredictors']}")
 
 
 if __name__ == "__main__":

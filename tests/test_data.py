@@ -243,3 +243,14 @@ def test_iter_trials_covers_whole_trials_with_step(stores: list[Path]) -> None:
     for row, values in seen.items():
         n = int(data.n_frames[row])
         np.testing.assert_array_equal(values, data.responses[row, :n:2])
+
+
+def test_device_mice_are_cut_in_the_main_process_beside_lazy_mice_in_workers(stores: list[Path]) -> None:
+    ram = load_labelled(stores)
+    mixed = {"mouse-a": ram["mouse-a"].to_device("cpu"), "mouse-b": open_lazy(stores[1], LABELLED)}
+    rows = {m: d.rows("train") for m, d in ram.items()}
+    expected = list(WindowSampler(ram, rows, 6, 2, seed=4).batches(8))
+    got = list(WindowSampler(mixed, rows, 6, 2, seed=4).batches(8, workers=1))
+    assert [b.mouse for b in got] == [b.mouse for b in expected] and len({b.mouse for b in got}) == 2
+    for a, b in zip(got, expected, strict=True):
+        _assert_close(a, b, video_atol=5e-3)

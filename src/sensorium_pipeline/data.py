@@ -775,13 +775,18 @@ class WindowSampler:
         device = torch.device(device)
         pin = device.type == "cuda"
         windows = [self.draw() for _ in range(int(n))]
-        if workers > 0:
-            for batch in window_loader(self.data, windows, workers=workers, pin_memory=pin, prefetch=prefetch):
-                yield batch.to(device, non_blocking=True)
-            return
+        # mice already on the device are cut here (a worker process cannot use CUDA tensors)
+        here = {m for m, s in self.data.items() if isinstance(s, DeviceMouse) or workers <= 0}
+        away = [w for w in windows if w.mouse not in here]
+        loaded = iter(())
+        if away:
+            others = {m: s for m, s in self.data.items() if m not in here}
+            loaded = iter(window_loader(others, away, workers=workers, pin_memory=pin, prefetch=prefetch))
         for w in windows:
             source = self.data[w.mouse]
-            if isinstance(source, MouseData):
+            if w.mouse not in here:
+                batch = next(loaded)
+            elif isinstance(source, MouseData):
                 batch = source.window(w.rows, w.starts, w.length, w.step, pin_memory=pin)
             else:
                 batch = source.window(w.rows, w.starts, w.length, w.step)

@@ -7,6 +7,7 @@ per scored entry (each model's folds, and the ensemble) and writes the table as 
 ``<workdir>/model_quality.md``.
 
     .venv/bin/python benchmarks/model_quality.py [--cores 2] [--configfile config/benchmark.yaml]
+    .venv/bin/python benchmarks/model_quality.py --model-dir benchmarks/models --models gru_cpu_long
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 TIERS = ("final_test_main", "final_test_bonus")
 
 
-def _config(path: Path, workdir: Path) -> tuple[Path, dict]:
-    """The benchmark config with absolute paths (the DAG runs in ``workdir``)."""
+def _config(path: Path, workdir: Path, model_dir: Path | None, models: list[str] | None) -> tuple[Path, dict]:
+    """The benchmark config with absolute paths (the DAG runs in ``workdir``), optionally with
+    other models from another folder (the simulated mice stay the same, so they are reused)."""
     config = yaml.safe_load(path.read_text())
-    config["model_dir"] = str((ROOT / config.get("model_dir", "config/models")).resolve())
+    config["model_dir"] = str((ROOT / (model_dir or config.get("model_dir", "config/models"))).resolve())
+    if models:
+        config["models"] = models
     workdir.mkdir(parents=True, exist_ok=True)
     out = workdir / "config.yaml"
     out.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -79,10 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configfile", type=Path, default=ROOT / "config/benchmark.yaml")
     parser.add_argument("--workdir", type=Path, default=ROOT / "benchmarks/.cache/model_quality")
     parser.add_argument("--cores", default="2")
+    parser.add_argument("--model-dir", type=Path, help="folder of the model configs (default: the config's)")
+    parser.add_argument("--models", nargs="+", help="model configs to benchmark (default: the config's)")
     parser.add_argument("--no-run", action="store_true", help="only print the table of what was run before")
     args = parser.parse_args(argv)
     workdir = args.workdir.resolve()
-    configfile, config = _config(args.configfile, workdir)
+    configfile, config = _config(args.configfile, workdir, args.model_dir, args.models)
     entries = _entries(config)
     targets = [f"results/scores/{entry}.json" for entry, _ in entries] + ["results/scores/ensemble.json"]
     if not args.no_run:

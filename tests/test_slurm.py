@@ -34,7 +34,7 @@ PROFILE = "workflow/profiles/slurm"
 TINY = ROOT / "tests/configs/tiny.yaml"
 MODEL = "tiny"
 #: epochs of the test's training jobs: enough for a job to be caught between two checkpoints
-EPOCHS = 6
+EPOCHS = 4
 GPU_RULES = {"train", "predict"}
 CLUSTER_RULES = {"simulate", "download", "convert", "train", "predict", "evaluate"}
 LOCAL_RULES = {"ensemble", "submission"}
@@ -279,3 +279,31 @@ def test_outputs_equal_those_of_a_local_run(runs):
     succeeded(runs)
     assert runs.local_returncode == 0, runs.local_output[-4000:]
     assert differences(runs.slurm_dir, runs.local_dir) == []
+
+
+def dry_run_resources(*args: str) -> dict[str, dict[str, str]]:
+    """The resources a dry run plans for each rule (the first job of each)."""
+    models = ROOT / "tests/configs/models"
+    result = subprocess.run(
+        snakemake("-n", *args, "--config", f"model_dir={models}", "--configfile", str(TINY)),
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    planned: dict[str, dict[str, str]] = {}
+    for rule, resources in re.findall(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    resources: (.*)$",
+                                      result.stdout + result.stderr, re.MULTILINE):
+        planned.setdefault(rule, dict(item.split("=", 1) for item in resources.split(", ")))
+    return planned
+
+
+def test_the_profiles_give_gpu_rules_a_gpu_and_the_cluster_its_partitions(tmp_path):
+    pytest.importorskip("snakemake_executor_plugin_slurm", reason="snakemake-executor-plugin-slurm is not installed")
+    cluster = dry_run_resources("-d", str(tmp_path / "cluster"), "--workflow-profile", PROFILE)
+    for rule in GPU_RULES:
+        assert cluster[rule]["slurm_partition"] == "gpu" and cluster[rule]["gpu"] == "1", cluster[rule]
+    assert cluster["train"]["runtime"] == "1440" and cluster["train"]["mem_mb"] == "64000"
+    for rule in CLUSTER_RULES - GPU_RULES:
+        assert cluster[rule]["slurm_partition"] == "cpu" and "gpu" not in cluster[rule], cluster[rule]
+    workstation = dry_run_resources("-d", str(tmp_path / "workstation"), "--cores", "2")  # the default profile
+    assert all(workstation[rule]["gpu"] == "1" for rule in GPU_RULES)
+    assert not any("slurm_partition" in resources for resources in workstation.values())

@@ -139,15 +139,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path}: no such model config", file=sys.stderr)
             return 2
         result = subprocess.run(
-            [sys.executable, __file__, *passthrough, "--one", str(path)], capture_output=True, text=True
+            [sys.executable, __file__, *passthrough, "--one", str(path)], check=False, capture_output=True, text=True
         )
         if result.returncode != 0:
             print(f"{name}: failed\n{result.stderr[-3000:]}", file=sys.stderr)
             return 1
         rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
     flags = " ".join(f for f in ("--compile", "--channels-last", "--bf16") if getattr(args, f[2:].replace("-", "_")))
-    print(f"device: {rows[0]['device']}; {args.mice} mice x {args.neurons} neurons; flags: {flags or 'none'}; "
-          f"median of {args.steps} steps after {args.warmup} warm-up")
+    print(
+        f"device: {rows[0]['device']}; {args.mice} mice x {args.neurons} neurons; flags: {flags or 'none'}; "
+        f"median of {args.steps} steps after {args.warmup} warm-up"
+    )
     print(f"{'config':<24}{'params':>12}{'batch x frames':>16}{'step s':>9}{'samples/s':>11}{'peak GiB':>10}")
     for r in rows:
         shape = f"{r['batch']} x {r['window_frames']}" + (f"/{r['frame_step']}" if r["frame_step"] > 1 else "")

@@ -289,8 +289,14 @@ def test_factorized_readout_reads_each_neuron_s_mask():
 
 def test_the_first_flat_format_still_reads_as_a_factorized3d_model():
     legacy = ModelConfig.from_dict(
-        {"core_channels": [6, 6], "spatial_kernels": [5, 3], "temporal_kernels": [5, 3], "readout": "factorized",
-         "shifter_hidden": 0, "downsample": 2}
+        {
+            "core_channels": [6, 6],
+            "spatial_kernels": [5, 3],
+            "temporal_kernels": [5, 3],
+            "readout": "factorized",
+            "shifter_hidden": 0,
+            "downsample": 2,
+        }
     )
     assert legacy.core == Factorized3dCoreConfig(channels=(6, 6), spatial_kernels=(5, 3), temporal_kernels=(5, 3))
     assert legacy.readout.type == "factorized" and legacy.shifter is None and legacy.downsample == 2
@@ -305,8 +311,10 @@ def test_the_first_flat_format_still_reads_as_a_factorized3d_model():
         ({"core": {"type": "factorized3d"}, "readout": "dwiseneuro"}, "model.readout.type"),
         ({"core": {"type": "dwiseneuro"}, "readout": "dwiseneuro"}, "model.shifter"),
         ({"core": {"type": "gru2d", "gru_kernel": 4}}, "model.core.gru_kernel"),
-        ({"core": {"type": "dwiseneuro", "cortex_channels": [9]}, "readout": "dwiseneuro", "shifter": None},
-         "model.core.cortex_channels"),
+        (
+            {"core": {"type": "dwiseneuro", "cortex_channels": [9]}, "readout": "dwiseneuro", "shifter": None},
+            "model.core.cortex_channels",
+        ),
         ({"core": {"type": "factorized3d", "channels": [4, 4], "spatial_kernels": [3]}}, "model.core"),
         ({"frame_step": 0}, "model.frame_step"),
         ({"pad_to": [64]}, "model.pad_to"),

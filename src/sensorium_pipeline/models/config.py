@@ -114,7 +114,9 @@ class Factorized3dCoreConfig(_Section):
         s = self.section
         for name in ("channels", "spatial_kernels", "temporal_kernels"):
             object.__setattr__(self, name, _ints(s, name, getattr(self, name)))
-        _same_length(s, channels=self.channels, spatial_kernels=self.spatial_kernels, temporal_kernels=self.temporal_kernels)
+        _same_length(
+            s, channels=self.channels, spatial_kernels=self.spatial_kernels, temporal_kernels=self.temporal_kernels
+        )
         _odd(s, "spatial_kernels", self.spatial_kernels)
         _number(s, "batch_norm_momentum", self.batch_norm_momentum, 0.0, 1.0)
 
@@ -198,12 +200,14 @@ class DwiseNeuroCoreConfig(_Section):
             _number(s, name, getattr(self, name), 0.0, 1.0)
         for c in self.cortex_channels:
             if c % self.cortex_groups:
-                raise ConfigError(
-                    f"{s}.cortex_channels: {c} is not divisible by cortex_groups ({self.cortex_groups})"
-                )
+                raise ConfigError(f"{s}.cortex_channels: {c} is not divisible by cortex_groups ({self.cortex_groups})")
 
 
-CORES: dict[str, type] = {"factorized3d": Factorized3dCoreConfig, "gru2d": Gru2dCoreConfig, "dwiseneuro": DwiseNeuroCoreConfig}
+CORES: dict[str, type] = {
+    "factorized3d": Factorized3dCoreConfig,
+    "gru2d": Gru2dCoreConfig,
+    "dwiseneuro": DwiseNeuroCoreConfig,
+}
 
 
 # --- readouts -----------------------------------------------------------------------------------
@@ -291,9 +295,17 @@ def _typed(kinds: dict[str, type], data: Any, section: str, default: str) -> Any
 
 
 #: Flat keys of the first config format, and where they live now.
-_LEGACY_CORE = {"core_channels": "channels", "spatial_kernels": "spatial_kernels",
-                "temporal_kernels": "temporal_kernels", "batch_norm_momentum": "batch_norm_momentum"}
-_LEGACY_READOUT = {"position_hidden": "position_hidden", "position_layers": "position_layers", "init_sigma": "init_sigma"}
+_LEGACY_CORE = {
+    "core_channels": "channels",
+    "spatial_kernels": "spatial_kernels",
+    "temporal_kernels": "temporal_kernels",
+    "batch_norm_momentum": "batch_norm_momentum",
+}
+_LEGACY_READOUT = {
+    "position_hidden": "position_hidden",
+    "position_layers": "position_layers",
+    "init_sigma": "init_sigma",
+}
 _LEGACY_SHIFTER = {"shifter_hidden": "hidden", "shifter_layers": "layers"}
 
 
@@ -377,7 +389,11 @@ class ModelConfig:
         if self.output not in OUTPUTS:
             raise ConfigError(f"model.output: {self.output!r} is not one of {list(OUTPUTS)}")
         _number(s, "dropout", self.dropout, 0.0, 1.0)
-        if isinstance(self.softplus_beta, bool) or not isinstance(self.softplus_beta, int | float) or not self.softplus_beta > 0:
+        if (
+            isinstance(self.softplus_beta, bool)
+            or not isinstance(self.softplus_beta, int | float)
+            or not self.softplus_beta > 0
+        ):
             raise ConfigError(f"model.softplus_beta: expected a positive number, got {self.softplus_beta!r}")
 
     @property
@@ -390,7 +406,9 @@ class ModelConfig:
         if not isinstance(data, Mapping):
             raise ConfigError(f"model: expected a mapping, got {type(data).__name__}")
         data = dict(data)
-        if "core" not in data and (set(data) & {*_LEGACY_CORE, *_LEGACY_SHIFTER} or isinstance(data.get("readout"), str)):
+        if "core" not in data and (
+            set(data) & {*_LEGACY_CORE, *_LEGACY_SHIFTER} or isinstance(data.get("readout"), str)
+        ):
             data = _from_legacy(data)
         return cls(**reject_unknown(cls, data, "model"))
 

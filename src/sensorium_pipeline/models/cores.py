@@ -40,7 +40,9 @@ class Factorized3dLayer(nn.Module):
     ) -> None:
         super().__init__()
         pad = spatial_kernel // 2
-        self.spatial = nn.Conv3d(in_channels, out_channels, (1, spatial_kernel, spatial_kernel), padding=(0, pad, pad), bias=False)
+        self.spatial = nn.Conv3d(
+            in_channels, out_channels, (1, spatial_kernel, spatial_kernel), padding=(0, pad, pad), bias=False
+        )
         self.temporal = CausalTemporalConv(out_channels, out_channels, temporal_kernel)
         self.norm = nn.BatchNorm3d(out_channels, momentum=momentum)
 

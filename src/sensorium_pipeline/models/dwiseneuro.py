@@ -64,7 +64,7 @@ class InvertedResidual3d(nn.Module):
         self.norm_spatial = nn.BatchNorm3d(mid, momentum=momentum)
         self.temporal = DepthwiseTemporalConv(mid, tk)
         self.norm_temporal = nn.BatchNorm3d(mid, momentum=momentum)
-        hidden = max(1, int(round(in_channels * se_ratio)))
+        hidden = max(1, round(in_channels * se_ratio))
         self.excite = SqueezeExcite(mid, hidden) if se_ratio > 0 else nn.Identity()
         self.project = nn.Conv3d(mid, out_channels, 1, bias=False)
         self.norm_project = nn.BatchNorm3d(out_channels, momentum=momentum)

@@ -149,7 +149,12 @@ class DwiseNeuroReadout(Readout):
     does not divide is padded with unused outputs, which are cut off."""
 
     def __init__(
-        self, in_channels: int, n_neurons: int, groups: int = 2, dropout: float = 0.4, init_bias: np.ndarray | None = None
+        self,
+        in_channels: int,
+        n_neurons: int,
+        groups: int = 2,
+        dropout: float = 0.4,
+        init_bias: np.ndarray | None = None,
     ) -> None:
         super().__init__(n_neurons, init_bias)
         padded = -(-n_neurons // groups) * groups

@@ -6,11 +6,12 @@ preempts one training job (``scontrol requeue``) and kills the other (``scancel`
 has written its first checkpoint: the first must come back under the same job id and resume,
 the second must be reported with its logs and resubmitted with more memory and time, and resume.
 Both runs must then agree on every prediction and score. Skipped, with the reason, where SLURM
-cannot be installed (not root, no apt) or the executor plugin is missing.
+cannot be installed or run (not root, no apt) or the executor plugin is missing.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -22,7 +23,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from slurm.cluster import LocalSlurm, SlurmUnavailable, ensure_installed
 from slurm.compare import differences
 from slurm.fit import fitted_set_resources
@@ -86,6 +86,8 @@ def write_config(base: Path) -> Path:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     pytest.importorskip("snakemake_executor_plugin_slurm", reason="snakemake-executor-plugin-slurm is not installed")
+    if os.geteuid() != 0:
+        pytest.skip("the test cluster's slurmd and munged must run as root")
     root = tmp_path_factory.mktemp("slurm")
     try:
         ensure_installed(root / "apt.log")
@@ -158,7 +160,9 @@ def runs(cluster, tmp_path_factory) -> Runs:
                         "-d", str(slurm_dir), "--workflow-profile", PROFILE, "--jobs", "4",
                         # accounting is off on the test cluster: squeue answers for finished jobs
                         "--slurm-status-command", "squeue",
-                        "--slurm-init-seconds-before-status-checks", "4",
+                        # first status check after 12 s (about one short job here), then 10 s
+                        # later each time nothing has finished (the plugin's back-off)
+                        "--slurm-init-seconds-before-status-checks", "12",
                         "--slurm-keep-successful-logs",
                         "--set-resources", *fitted_set_resources(ROOT / PROFILE, cluster.cpus, mem_cap_mb=4000),
                         "--configfile", str(configfile),
@@ -259,7 +263,7 @@ def test_a_preempted_training_job_is_requeued_and_resumes_from_its_checkpoint(ru
 def test_a_failed_job_is_reported_with_its_logs_and_retried_with_more_memory_and_time(runs):
     succeeded(runs)
     fold1 = [s for s in runs.submissions if s.rule == "train" and s.wildcards == f"{MODEL}_1"]
-    assert [s.job_id for s in fold1][0] == runs.killed and len(fold1) == 2, fold1
+    assert len(fold1) == 2 and fold1[0].job_id == runs.killed, fold1
     failed, retried = fold1
     report = re.search(rf"Error in rule train:\n\s+message: SLURM-job '{failed.job_id}' failed, SLURM status is: "
                        r"'CANCELLED'.*?\n\s+log: (.*?)\n", runs.output, re.DOTALL)

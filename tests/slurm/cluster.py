@@ -2,14 +2,16 @@
 packages, started without systemd, with every file (keys, sockets, state, spool, logs) in one
 folder, and stopped by the process ids it started.
 
-The node is declared with what the machine really has (its CPUs, most of its memory) plus one
-fake GPU (``gres.conf`` without a device file), so SLURM schedules GPU jobs exactly as on a
-cluster; completed jobs stay visible to ``squeue``/``scontrol`` for an hour (accounting is off).
+The node is declared with what the machine really has (its CPUs, most of its memory) plus fake
+GPUs (``gres.conf`` entries bound to placeholder files), so SLURM schedules GPU jobs exactly as on
+a cluster and sets ``CUDA_VISIBLE_DEVICES`` for them; completed jobs stay visible to
+``squeue``/``scontrol`` for an hour (accounting is off).
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 import shlex
 import shutil
 import socket
@@ -21,7 +23,6 @@ from pathlib import Path
 PACKAGES = ("slurm-wlm", "munge")
 CLIENTS = ("sbatch", "srun", "squeue", "sinfo", "scontrol", "scancel", "sacct")
 DAEMONS = ("munged", "mungekey", "slurmctld", "slurmd", *CLIENTS)
-PARTITIONS = ("cpu", "gpu")
 
 
 class SlurmUnavailable(RuntimeError):
@@ -132,8 +133,10 @@ class LocalSlurm:
                     "MinJobAge=3600",  # finished jobs stay visible to squeue/scontrol (no accounting)
                     "SchedulerParameters=sched_interval=2",
                     "GresTypes=gpu",
-                    f"NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.memory_mb} "
-                    f"Gres=gpu:{self.gpus} State=UNKNOWN",
+                    (
+                        f"NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.memory_mb} "
+                        f"Gres=gpu:{self.gpus} State=UNKNOWN"
+                    ),
                     f"PartitionName=cpu Nodes={self.node} Default=YES MaxTime=INFINITE State=UP",
                     f"PartitionName=gpu Nodes={self.node} MaxTime=INFINITE State=UP",
                     "",
@@ -218,7 +221,13 @@ class LocalSlurm:
         return "\n".join(texts)
 
     def stop(self, timeout_s: float = 20) -> None:
-        """Terminate the daemons this object started, by process id, slurmd first."""
+        """Cancel this cluster's jobs, then terminate the daemons this object started, by process id,
+        slurmd first."""
+        if self.processes.get("slurmctld") is not None and self.processes["slurmctld"].poll() is None:
+            self.run("scancel", f"--user={_user()}")
+            deadline = time.monotonic() + timeout_s  # their slurmstepd processes outlive slurmd
+            while time.monotonic() < deadline and self.run("squeue", "--noheader", "--states=RUNNING,COMPLETING").stdout.strip():
+                time.sleep(0.5)
         for name in ("slurmd", "slurmctld", "munged"):
             process = self.processes.pop(name, None)
             if process is None or process.poll() is not None:
@@ -232,6 +241,4 @@ class LocalSlurm:
 
 
 def _user() -> str:
-    import pwd
-
     return pwd.getpwuid(os.geteuid()).pw_name

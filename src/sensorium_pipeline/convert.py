@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +60,8 @@ COMPRESSORS = {
 }
 COMPRESSOR = COMPRESSORS["videos"]  # small arrays (per-frame and per-neuron statistics)
 #: Names of the axes after the trial axis, per modality (also the store's dimension names).
-_AXES = {
+#: Names of the axes after the trial axis, per modality (the store's dimension names).
+AXES: dict[str, tuple[str, ...]] = {
     "videos": ("time", "height", "width"),
     "responses": ("time", "neuron"),
     "behavior": ("time", "channel"),
@@ -116,7 +117,7 @@ def convert_archive(
                 verify_trials=verify_trials, zarr_path=tmp / ZARR_NAME, report_as=out_dir,
             )  # fmt: skip
             _write_statistics(group, source, store_dtype)
-            _write_neuron_statistics(group, neuron_stats)
+            write_neuron_statistics(group, neuron_stats)
             group.attrs.update(
                 {
                     "mouse": source.root,
@@ -187,7 +188,7 @@ def _create_arrays(
             shards=(1, shard_frames, *rest[modality]),
             compressors=COMPRESSORS[modality],
             fill_value=np.nan,
-            dimension_names=("trial", *_AXES[modality]),
+            dimension_names=("trial", *AXES[modality]),
             # Shard files side by side (c.<row>.0.0): no folder to create per trial.
             chunk_key_encoding={"name": "default", "separator": "."},
         )
@@ -392,11 +393,24 @@ def _report(say: Callable[[str], object], done: int, n: int, start: float) -> No
 
 
 def _write_statistics(group: zarr.Group, source: Archive, dtype: np.dtype) -> None:
+    statistics = {
+        (modality, stat): _time_major(source.statistic(modality, stat), dtype)
+        for modality in MODALITIES
+        for stat in STATISTICS
+    }
+    write_frame_statistics(group, statistics, dtype)
+
+
+def write_frame_statistics(
+    group: zarr.Group, statistics: Mapping[tuple[str, str], np.ndarray], dtype: np.dtype
+) -> None:
+    """The official per-frame statistics keyed by ``(modality, stat)``, time-major, under
+    ``statistics/<modality>/<stat>`` (shared with :mod:`store_writer`, so both stores agree)."""
     stats = group.require_group("statistics")
     for modality in MODALITIES:
         folder = stats.require_group(modality)
         for stat in STATISTICS:
-            data = _time_major(source.statistic(modality, stat), dtype)
+            data = np.ascontiguousarray(statistics[modality, stat], dtype=dtype)
             array = folder.create_array(
                 stat,
                 shape=data.shape,
@@ -404,12 +418,12 @@ def _write_statistics(group: zarr.Group, source: Archive, dtype: np.dtype) -> No
                 chunks=data.shape,
                 compressors=COMPRESSOR,
                 fill_value=np.nan,
-                dimension_names=_AXES[modality],
+                dimension_names=AXES[modality],
             )
             array[...] = data
 
 
-def _write_neuron_statistics(group: zarr.Group, statistics: NeuronStatistics) -> None:
+def write_neuron_statistics(group: zarr.Group, statistics: NeuronStatistics) -> None:
     """One ``(N,)`` array per column of :mod:`neuron_stats` under ``neuron_statistics/``."""
     folder = group.require_group(NEURON_STATISTICS_GROUP)
     for name, values in statistics.arrays().items():

@@ -26,19 +26,11 @@ import numpy as np
 import pandas as pd
 import zarr
 
-from .convert import COMPRESSOR, CONVERTER_VERSION
-from .layout import MODALITIES, STATISTICS, TRAIN, VIDEO_HEIGHT, VIDEO_WIDTH
+from .convert import AXES, COMPRESSOR, CONVERTER_VERSION, write_frame_statistics, write_neuron_statistics
+from .layout import MODALITIES, TRAIN, VIDEO_HEIGHT, VIDEO_WIDTH
 from .neuron_stats import MEDIAN_SAMPLES, NeuronStatistics, TrialAccumulator, sample_frames
 from .phash import video_phash
-from .store import NEURON_STATISTICS_GROUP, NEURONS_NAME, STORE_FORMAT, TRIALS_NAME, ZARR_NAME
-
-#: Names of the axes after the trial axis, per modality (the store's dimension names).
-AXES: dict[str, tuple[str, ...]] = {
-    "videos": ("time", "height", "width"),
-    "responses": ("time", "neuron"),
-    "behavior": ("time", "channel"),
-    "pupil_center": ("time", "channel"),
-}
+from .store import NEURONS_NAME, STORE_FORMAT, TRIALS_NAME, ZARR_NAME
 
 
 def frame_shape(modality: str, n_neurons: int) -> tuple[int, ...]:
@@ -132,48 +124,13 @@ class StoreWriter:
 
     def write_statistics(self, statistics: Mapping[tuple[str, str], np.ndarray]) -> None:
         """Per-frame statistics keyed by ``(modality, stat)``, time-major."""
-        folder = self.group.require_group("statistics")
-        for modality in MODALITIES:
-            sub = folder.require_group(modality)
-            for stat in STATISTICS:
-                data = np.ascontiguousarray(statistics[modality, stat], dtype=self.shape.dtype)
-                array = sub.create_array(
-                    stat,
-                    shape=data.shape,
-                    dtype=self.shape.dtype,
-                    chunks=data.shape,
-                    compressors=COMPRESSOR,
-                    fill_value=np.nan,
-                    dimension_names=AXES[modality],
-                )
-                array[...] = data
-
-    def _write_neuron_statistics(self) -> None:
-        folder = self.group.require_group(NEURON_STATISTICS_GROUP)
-        for name, values in self._neuron_stats.arrays().items():
-            array = folder.create_array(
-                name,
-                shape=values.shape,
-                dtype=values.dtype,
-                chunks=values.shape,
-                compressors=COMPRESSOR,
-                fill_value=0,
-                dimension_names=("neuron",),
-            )
-            array[...] = values
-        folder.attrs.update(
-            {
-                "tiers": [TRAIN],
-                "train_trials": self._neuron_stats.n_trials,
-                "median_samples": self._neuron_stats.median_samples,
-            }
-        )
+        write_frame_statistics(self.group, statistics, self.shape.dtype)
 
     def finish(self, attrs: Mapping[str, object], neurons: pd.DataFrame) -> pd.DataFrame:
         """Neuron statistics, group attributes and the two tables; returns the trials table."""
         if len(self._rows) != self.shape.n_trials:
             raise ValueError(f"{len(self._rows)} trials written, the store has {self.shape.n_trials}")
-        self._write_neuron_statistics()
+        write_neuron_statistics(self.group, self._neuron_stats)
         self.group.attrs.update({**attrs, "format": STORE_FORMAT, "converter_version": CONVERTER_VERSION})
         first_seen: dict[bytes, int] = {}
         groups = np.array([first_seen.setdefault(d, len(first_seen)) for d in self._digests], dtype=np.int64)

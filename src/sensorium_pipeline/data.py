@@ -179,6 +179,18 @@ class _Selection:
         return int(self.n_frames.max()) if len(self.n_frames) else 0
 
 
+def _cut(
+    array: np.ndarray, rows: np.ndarray, starts: np.ndarray, length: int, step: int, pin_memory: bool = False
+) -> torch.Tensor:
+    """Windows of an in-memory ``(trials, T, ...)`` array as one float32 tensor: each window is one
+    strided slice copied (and cast) straight into the tensor, page-locked when ``pin_memory``."""
+    tensor = torch.empty((len(rows), length, *array.shape[2:]), dtype=torch.float32, pin_memory=pin_memory)
+    target = tensor.numpy()
+    for i, (row, start) in enumerate(zip(rows, starts, strict=True)):
+        target[i] = array[row, start : start + span(length, step) : step]
+    return tensor
+
+
 def _check_windows(mouse: str, n_frames: np.ndarray, rows: np.ndarray, starts: np.ndarray, length: int, step: int) -> None:
     if length < 1 or step < 1:
         raise ValueError(f"{mouse}: window length ({length}) and step ({step}) must be >= 1")
@@ -266,13 +278,7 @@ class MouseData(_Metadata):
         arrays = {"videos": self.videos, "behavior": self.behavior, "pupil_center": self.pupil_center}
         if self.responses is not None:
             arrays["responses"] = self.responses
-        out = {}
-        for name, array in arrays.items():
-            tensor = torch.empty((len(rows), length, *array.shape[2:]), dtype=torch.float32, pin_memory=pin_memory)
-            target = tensor.numpy()
-            for i, (row, start) in enumerate(zip(rows, starts, strict=True)):
-                target[i] = array[row, start : start + span(length, step) : step]
-            out[name] = tensor
+        out = {name: _cut(array, rows, starts, length, step, pin_memory) for name, array in arrays.items()}
         return Batch(self.mouse, out["videos"], out["behavior"], out["pupil_center"], out.get("responses"))
 
     def mean_response(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -487,11 +493,7 @@ class ZarrMouse(_Metadata):
                 self.normalizer.apply(name, array[int(self.store_rows[row]), frames], frames, out=target[i])
             out[name] = tensor
         for name, array in self.held.items():
-            tensor = torch.empty((len(rows), length, 2), dtype=torch.float32)
-            target = tensor.numpy()
-            for i, (row, start) in enumerate(zip(rows, starts, strict=True)):
-                target[i] = array[row, start : start + span(length, step) : step]
-            out[name] = tensor
+            out[name] = _cut(array, rows, starts, length, step)
         return Batch(self.mouse, out["videos"], out["behavior"], out["pupil_center"], out.get("responses"))
 
     def mean_response(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:

@@ -191,15 +191,6 @@ def _cut(
     return tensor
 
 
-def _check_windows(mouse: str, n_frames: np.ndarray, rows: np.ndarray, starts: np.ndarray, length: int, step: int) -> None:
-    if length < 1 or step < 1:
-        raise ValueError(f"{mouse}: window length ({length}) and step ({step}) must be >= 1")
-    if len(rows) != len(starts):
-        raise ValueError(f"{mouse}: {len(rows)} rows but {len(starts)} starts")
-    if np.any(starts < 0) or np.any(starts + span(length, step) > n_frames[rows]):
-        raise ValueError(f"{mouse}: a window of {length} frames (step {step}) runs past a trial's usable frames")
-
-
 class _Metadata:
     """Trial and neuron metadata every source has (rows index the selected trials)."""
 
@@ -211,6 +202,20 @@ class _Metadata:
     n_frames: np.ndarray  # (n,) int64, usable frames
     unit_ids: np.ndarray  # (N,) int64
     coordinates: np.ndarray  # (N, 3) float64, µm
+
+    def _windows(
+        self, rows: Sequence[int] | np.ndarray, starts: Sequence[int] | np.ndarray, length: int, step: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``rows`` and ``starts`` as int64 arrays, after checking every window fits its trial's usable frames."""
+        rows = np.asarray(rows, dtype=np.int64)
+        starts = np.asarray(starts, dtype=np.int64)
+        if length < 1 or step < 1:
+            raise ValueError(f"{self.mouse}: window length ({length}) and step ({step}) must be >= 1")
+        if len(rows) != len(starts):
+            raise ValueError(f"{self.mouse}: {len(rows)} rows but {len(starts)} starts")
+        if np.any(starts < 0) or np.any(starts + span(length, step) > self.n_frames[rows]):
+            raise ValueError(f"{self.mouse}: a window of {length} frames (step {step}) runs past a trial's usable frames")
+        return rows, starts
 
     @property
     def n_trials(self) -> int:
@@ -272,9 +277,7 @@ class MouseData(_Metadata):
         Each window is one strided slice copied (and cast) straight into the batch tensors, which
         are page-locked when ``pin_memory`` (needs CUDA), ready for a non-blocking copy.
         """
-        rows = np.asarray(rows, dtype=np.int64)
-        starts = np.asarray(starts, dtype=np.int64)
-        _check_windows(self.mouse, self.n_frames, rows, starts, length, step)
+        rows, starts = self._windows(rows, starts, length, step)
         arrays = {"videos": self.videos, "behavior": self.behavior, "pupil_center": self.pupil_center}
         if self.responses is not None:
             arrays["responses"] = self.responses
@@ -418,9 +421,7 @@ class DeviceMouse(_Metadata):
         self, rows: Sequence[int] | np.ndarray, starts: Sequence[int] | np.ndarray, length: int, step: int = 1, **_: Any
     ) -> Batch:
         """Like :meth:`MouseData.window`, by one batched gather per modality on the device."""
-        rows = np.asarray(rows, dtype=np.int64)
-        starts = np.asarray(starts, dtype=np.int64)
-        _check_windows(self.mouse, self.n_frames, rows, starts, length, step)
+        rows, starts = self._windows(rows, starts, length, step)
         frames = torch.from_numpy(starts[:, None] + step * np.arange(length)[None]).to(self.device, non_blocking=True)
         index = (torch.from_numpy(rows).to(self.device, non_blocking=True)[:, None], frames)
         take = lambda a: None if a is None else a[index].float()  # noqa: E731
@@ -478,9 +479,7 @@ class ZarrMouse(_Metadata):
         self, rows: Sequence[int] | np.ndarray, starts: Sequence[int] | np.ndarray, length: int, step: int = 1, **_: Any
     ) -> Batch:
         """Like :meth:`MouseData.window`, each window read from the store (a few chunks each)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        starts = np.asarray(starts, dtype=np.int64)
-        _check_windows(self.mouse, self.n_frames, rows, starts, length, step)
+        rows, starts = self._windows(rows, starts, length, step)
         if self._arrays is None:
             self.open()
         out: dict[str, torch.Tensor] = {}

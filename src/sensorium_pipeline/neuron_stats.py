@@ -44,8 +44,8 @@ def sample_frames(valid_frames: int, n_train: int, budget: int = MEDIAN_SAMPLES)
 
 
 @dataclass
-class TrialMoments:
-    """One trial's contribution, computed where the trial is (a conversion worker)."""
+class Moments:
+    """Running per-neuron moments over frames: what a trial and the whole train tier both collect."""
 
     n_frames: int
     sum: np.ndarray  # float64 (N,)
@@ -53,6 +53,40 @@ class TrialMoments:
     min: np.ndarray
     max: np.ndarray
     positive: np.ndarray  # int64 (N,)
+
+    @staticmethod
+    def zeros(n_neurons: int) -> Moments:
+        return Moments(
+            0,
+            np.zeros(n_neurons),
+            np.zeros(n_neurons),
+            np.full(n_neurons, np.inf),
+            np.full(n_neurons, -np.inf),
+            np.zeros(n_neurons, dtype=np.int64),
+        )
+
+    def absorb(
+        self,
+        n_frames: int,
+        sum: np.ndarray,
+        sum_squares: np.ndarray,
+        min: np.ndarray,
+        max: np.ndarray,
+        positive: np.ndarray,
+    ) -> None:
+        """Add the moments of more frames (in place; the order of additions fixes the bits)."""
+        self.n_frames += n_frames
+        self.sum += sum
+        self.sum_squares += sum_squares
+        np.minimum(self.min, min, out=self.min)
+        np.maximum(self.max, max, out=self.max)
+        self.positive += positive
+
+
+@dataclass
+class TrialMoments(Moments):
+    """One trial's contribution, computed where the trial is (a conversion worker)."""
+
     sample: np.ndarray  # (k, N) frames for the median
 
 
@@ -61,12 +95,7 @@ class TrialAccumulator:
 
     def __init__(self, n_neurons: int, sample: np.ndarray) -> None:
         self._n = n_neurons
-        self._frames = 0
-        self._sum = np.zeros(n_neurons)
-        self._squares = np.zeros(n_neurons)
-        self._min = np.full(n_neurons, np.inf)
-        self._max = np.full(n_neurons, -np.inf)
-        self._positive = np.zeros(n_neurons, dtype=np.int64)
+        self._moments = Moments.zeros(n_neurons)
         self._sample_at = np.asarray(sample, dtype=np.int64)
         self._sample: list[np.ndarray] = []
 
@@ -74,20 +103,24 @@ class TrialAccumulator:
         """Add the next frames; ``block`` is ``(frames, N)``, C-contiguous, frames in order."""
         if len(block) == 0:
             return
-        start = self._frames
-        self._frames += len(block)
-        self._sum += block.sum(axis=0)
-        self._squares += np.einsum("tn,tn->n", block, block)
-        np.minimum(self._min, block.min(axis=0), out=self._min)
-        np.maximum(self._max, block.max(axis=0), out=self._max)
-        self._positive += np.count_nonzero(block > 0, axis=0)
-        picked = self._sample_at[(self._sample_at >= start) & (self._sample_at < self._frames)]
+        start = self._moments.n_frames
+        self._moments.absorb(
+            len(block),
+            block.sum(axis=0),
+            np.einsum("tn,tn->n", block, block),
+            block.min(axis=0),
+            block.max(axis=0),
+            np.count_nonzero(block > 0, axis=0),
+        )
+        stop = self._moments.n_frames
+        picked = self._sample_at[(self._sample_at >= start) & (self._sample_at < stop)]
         if picked.size:
             self._sample.append(block[picked - start].copy())
 
     def moments(self) -> TrialMoments:
         sample = np.concatenate(self._sample) if self._sample else np.empty((0, self._n), np.float32)
-        return TrialMoments(self._frames, self._sum, self._squares, self._min, self._max, self._positive, sample)
+        m = self._moments
+        return TrialMoments(m.n_frames, m.sum, m.sum_squares, m.min, m.max, m.positive, sample)
 
 
 class NeuronStatistics:
@@ -95,12 +128,7 @@ class NeuronStatistics:
 
     def __init__(self, n_neurons: int) -> None:
         self.n_neurons = n_neurons
-        self._frames = 0
-        self._sum = np.zeros(n_neurons)
-        self._squares = np.zeros(n_neurons)
-        self._min = np.full(n_neurons, np.inf)
-        self._max = np.full(n_neurons, -np.inf)
-        self._positive = np.zeros(n_neurons, dtype=np.int64)
+        self._total = Moments.zeros(n_neurons)
         self._samples: list[np.ndarray] = []
         self.n_trials = 0
 
@@ -108,21 +136,18 @@ class NeuronStatistics:
         if moments.sum.shape != (self.n_neurons,):
             raise ValueError(f"moments of {moments.sum.shape} neurons, expected ({self.n_neurons},)")
         self.n_trials += 1
-        self._frames += moments.n_frames
-        self._sum += moments.sum
-        self._squares += moments.sum_squares
-        np.minimum(self._min, moments.min, out=self._min)
-        np.maximum(self._max, moments.max, out=self._max)
-        self._positive += moments.positive
+        m = moments
+        self._total.absorb(m.n_frames, m.sum, m.sum_squares, m.min, m.max, m.positive)
         if len(moments.sample):
             self._samples.append(moments.sample)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """``{column: (N,) array}`` in :data:`COLUMNS` order; NaN (count 0) without train frames."""
-        n = self._frames
+        total = self._total
+        n = total.n_frames
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = self._sum / n
-            variance = np.maximum(self._squares / n - mean**2, 0.0)
+            mean = total.sum / n
+            variance = np.maximum(total.sum_squares / n - mean**2, 0.0)
         empty = n == 0
         sample = np.concatenate(self._samples) if self._samples else None
         return {
@@ -130,9 +155,9 @@ class NeuronStatistics:
             "mean": mean if not empty else np.full(self.n_neurons, np.nan),
             "std": np.sqrt(variance) if not empty else np.full(self.n_neurons, np.nan),
             "median": _median(sample, self.n_neurons),
-            "min": self._min.astype(np.float64) if not empty else np.full(self.n_neurons, np.nan),
-            "max": self._max.astype(np.float64) if not empty else np.full(self.n_neurons, np.nan),
-            "positive_fraction": self._positive / n if not empty else np.full(self.n_neurons, np.nan),
+            "min": total.min.astype(np.float64) if not empty else np.full(self.n_neurons, np.nan),
+            "max": total.max.astype(np.float64) if not empty else np.full(self.n_neurons, np.nan),
+            "positive_fraction": total.positive / n if not empty else np.full(self.n_neurons, np.nan),
         }
 
     @property

@@ -221,7 +221,7 @@ def validation_correlation(
         for i, row in enumerate(chosen):
             n = int(source.n_frames[row])
             start = skip_first if n > skip_first else 0
-            recorded = source.window([row], [0], n).responses[0].numpy()
+            recorded = source.window([row], [0], n).responses[0].cpu().numpy()
             targets.append(recorded[start:])
             predictions.append(predicted[i, start:n])
         scores.append(float(np.mean(corr(np.concatenate(targets), np.concatenate(predictions)))))

@@ -2,14 +2,16 @@
 
     .venv/bin/python benchmarks/convert_speed.py --repeats 3              # ~700 trials x 8,000 neurons
     .venv/bin/python benchmarks/convert_speed.py --trials 60 --repeats 3  # a quick run
+    .venv/bin/python benchmarks/convert_speed.py --compression none       # one codec setting only
 
 Each repeat runs, in fresh child processes one after the other, (1) the raw read: every
 member of the zip read and decompressed (CRC checked) into a numpy array with plain
 ``zipfile`` and numpy, by the same number of worker threads, each with its own zip handle,
 which is what any conversion must at least do; (2) the conversion of the same archive into a
-Zarr store (``convert_archive``, with the checksum given, as the workflow does). It prints
-both wall times, their ratio ``raw / conversion`` (1.0 = conversion as fast as reading) and
-the conversion's peak RSS, then the median ratio over the repeats. The archive and its store
+Zarr store (``convert_archive``, with the checksum given, as the workflow does), once per
+``--compression`` setting (``conversion.compression``: ``lz4``, the default, and ``none``).
+It prints the wall times, each conversion's ratio ``raw / conversion`` (1.0 = conversion as
+fast as reading), peak RSS and store size, then the median ratio per setting. The archive and its store
 are simulated once and cached (``benchmarks/fullsize.py``).
 """
 
@@ -34,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 from benchmarks.fullsize import CACHE_DIR, fullsize_archive  # noqa: E402
-from sensorium_pipeline.convert import convert_archive, file_sha256  # noqa: E402
+from sensorium_pipeline.convert import COMPRESSIONS, convert_archive, file_sha256  # noqa: E402
 
 
 def read_every_member(archive: Path, workers: int) -> int:
@@ -69,17 +71,22 @@ def _child(args: argparse.Namespace) -> None:
         detail = {"bytes": read_every_member(archive, args.workers)}
     else:
         summary = convert_archive(
-            archive, Path(args.out), sha256=args.sha256, workers=args.workers, verify_trials=args.verify_trials
-        )
-        detail = {"verified_trials": summary["verified_trials"]}
+            archive, Path(args.out), sha256=args.sha256, workers=args.workers,
+            verify_trials=args.verify_trials, compression=args.child_compression,
+        )  # fmt: skip
+        size = sum(f.stat().st_size for f in Path(args.out).rglob("*") if f.is_file())
+        detail = {"verified_trials": summary["verified_trials"], "store_bytes": size}
     print(json.dumps({"seconds": time.perf_counter() - start, **detail}))
 
 
-def _run_child(kind: str, args: argparse.Namespace, archive: Path, sha256: str, out: Path) -> tuple[dict, float]:
+def _run_child(
+    kind: str, args: argparse.Namespace, archive: Path, sha256: str, out: Path, compression: str = "none"
+) -> tuple[dict, float]:
     """Run a child step; return its JSON result and its peak RSS in MiB."""
     command = [
         sys.executable, __file__, "--child", kind, "--archive", str(archive), "--out", str(out),
         "--sha256", sha256, "--workers", str(args.workers), "--verify-trials", str(args.verify_trials),
+        "--child-compression", compression,
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     assert process.stdout is not None
@@ -99,7 +106,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--verify-trials", type=int, default=8)
     parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR)
+    parser.add_argument(
+        "--compression", default=",".join(COMPRESSIONS), help="conversion.compression settings to measure (comma-separated)"
+    )
+    parser.add_argument("--zip-compression", choices=["stored", "deflated"], default="stored",
+                        help="how the simulated archive stores its members (the official zips' choice is unknown)")
     parser.add_argument("--child", choices=["raw", "convert"], help=argparse.SUPPRESS)
+    parser.add_argument("--child-compression", help=argparse.SUPPRESS)
     parser.add_argument("--archive", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--sha256", help=argparse.SUPPRESS)
@@ -107,7 +120,13 @@ def main() -> None:
     if args.child:
         _child(args)
         return
-    archive = fullsize_archive(args.cache_dir, trials=args.trials, neurons=args.neurons)
+    settings = args.compression.split(",")
+    unknown = sorted(set(settings) - set(COMPRESSIONS))
+    if unknown:
+        parser.error(f"--compression: {unknown} not in {list(COMPRESSIONS)}")
+    archive = fullsize_archive(
+        args.cache_dir, trials=args.trials, neurons=args.neurons, zip_compression=args.zip_compression
+    )
     checksum_file = archive.with_name(archive.name + ".sha256")
     if not checksum_file.exists():  # the workflow has it from the download step
         checksum_file.write_text(file_sha256(archive))
@@ -115,17 +134,24 @@ def main() -> None:
     out = archive.parent / "speed-run" / archive.stem
     size = archive.stat().st_size / 2**30
     print(f"archive {archive} ({size:.2f} GiB), {args.workers} workers, {args.repeats} repeats")
-    print(f"{'repeat':>6} {'raw read s':>11} {'convert s':>10} {'ratio':>6} {'convert peak RSS MiB':>21}")
-    ratios = []
+    print(f"{'repeat':>6} {'raw read s':>11} {'compression':>11} {'convert s':>10} {'ratio':>6} "
+          f"{'peak RSS MiB':>12} {'store GiB':>9}")  # fmt: skip
+    ratios: dict[str, list[float]] = {setting: [] for setting in settings}
     for repeat in range(args.repeats):
         shutil.rmtree(out.parent, ignore_errors=True)
         raw, _ = _run_child("raw", args, archive, sha256, out)
-        converted, rss = _run_child("convert", args, archive, sha256, out)
-        ratio = raw["seconds"] / converted["seconds"]
-        ratios.append(ratio)
-        print(f"{repeat:>6} {raw['seconds']:>11.2f} {converted['seconds']:>10.2f} {ratio:>6.2f} {rss:>21.0f}", flush=True)
-    shutil.rmtree(out.parent, ignore_errors=True)
-    print(f"median ratio raw/convert: {statistics.median(ratios):.2f} (target >= 0.7)")
+        for setting in settings:
+            converted, rss = _run_child("convert", args, archive, sha256, out, setting)
+            shutil.rmtree(out.parent, ignore_errors=True)
+            ratio = raw["seconds"] / converted["seconds"]
+            ratios[setting].append(ratio)
+            print(
+                f"{repeat:>6} {raw['seconds']:>11.2f} {setting:>11} {converted['seconds']:>10.2f} {ratio:>6.2f} "
+                f"{rss:>12.0f} {converted['store_bytes'] / 2**30:>9.2f}",
+                flush=True,
+            )
+    for setting in settings:
+        print(f"median ratio raw/convert, compression {setting}: {statistics.median(ratios[setting]):.2f} (target >= 0.7)")
 
 
 if __name__ == "__main__":

@@ -25,9 +25,10 @@ CACHE_DIR = Path("benchmarks/.cache")
 _FULL_REPEATED = 6 * 10 * 4 + 12 * 10
 
 
-def fullsize_config(*, trials: int = 700, neurons: int = 8000) -> SimulationConfig:
+def fullsize_config(*, trials: int = 700, neurons: int = 8000, zip_compression: str = "stored") -> SimulationConfig:
     """The simulated mouse: official tier sizes (train fills the rest) when ``trials`` allows them,
-    otherwise every repeated tier shrunk to a few stimuli so that about a quarter are repeats."""
+    otherwise every repeated tier shrunk to a few stimuli so that about a quarter are repeats.
+    ``zip_compression``: how the zip holds its members (``stored`` or ``deflated``)."""
     if trials < 2 or neurons < 1:
         raise ValueError(f"a full-size mouse needs trials >= 2 and neurons >= 1, got {trials}, {neurons}")
     if trials >= _FULL_REPEATED + 100:
@@ -44,23 +45,29 @@ def fullsize_config(*, trials: int = 700, neurons: int = 8000) -> SimulationConf
         "n_train": max(1, trials - repeated),
         "frames": 300,
         "bonus_frames": [240, 330],
+        "compression": zip_compression,
     }
     if tiers is not None:
         settings["tiers"] = tiers
     return SimulationConfig.from_dict(settings)
 
 
-def _folder(cache_dir: Path, trials: int, neurons: int) -> Path:
-    return Path(cache_dir) / f"fullsize-{trials}t-{neurons}n"
+def _folder(cache_dir: Path, trials: int, neurons: int, zip_compression: str = "stored") -> Path:
+    suffix = "" if zip_compression == "stored" else f"-{zip_compression}"
+    return Path(cache_dir) / f"fullsize-{trials}t-{neurons}n{suffix}"
 
 
-def fullsize_archive(cache_dir: Path = CACHE_DIR, *, trials: int = 700, neurons: int = 8000) -> Path:
-    """The simulated archive ``<cache_dir>/fullsize-<trials>t-<neurons>n/<mouse>.zip`` (simulated once)."""
-    folder = _folder(cache_dir, trials, neurons)
+def fullsize_archive(
+    cache_dir: Path = CACHE_DIR, *, trials: int = 700, neurons: int = 8000, zip_compression: str = "stored"
+) -> Path:
+    """The simulated archive ``<cache_dir>/fullsize-<trials>t-<neurons>n[-deflated]/<mouse>.zip``
+    (simulated once)."""
+    folder = _folder(cache_dir, trials, neurons, zip_compression)
     archive = folder / f"{MOUSE}.zip"
     if not archive.exists():  # the simulator writes atomically: an existing zip is complete
         print(f"simulating {archive} (once; this takes a while at full size)", file=sys.stderr, flush=True)
-        simulate_mouse(fullsize_config(trials=trials, neurons=neurons), archive, folder / f"{MOUSE}.solutions.parquet")
+        config = fullsize_config(trials=trials, neurons=neurons, zip_compression=zip_compression)
+        simulate_mouse(config, archive, folder / f"{MOUSE}.solutions.parquet")
     return archive
 
 

@@ -18,6 +18,7 @@ with log_to(smk.log[0]) as log:
         dtype=options["dtype"],
         chunk_frames=options["chunk_frames"],
         verify_trials=options["verify_trials"],
+        compression=options["compression"],
         sha256=read_checksum(smk.input.checksum),
         workers=smk.threads,
         progress=log.info,

@@ -18,5 +18,6 @@ with log_to(smk.log[0]) as log:
         dtype=options["dtype"],
         chunk_frames=options["chunk_frames"],
         verify_trials=options["verify_trials"],
+        compression=options["compression"],
         progress=log.info,
     )

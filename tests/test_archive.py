@@ -171,3 +171,33 @@ def test_copy_of_fixture_is_equal(archive_path, tmp_path):
         trial_id = int(a.trial_ids[-1])
         for modality in MODALITIES:
             np.testing.assert_array_equal(a.read(modality, trial_id), b.read(modality, trial_id))
+
+
+def test_stored_and_deflated_members_read_alike(archive_path, tmp_path):
+    """Stored members are read through a memory map, deflated ones through zipfile: same arrays."""
+    deflated = tmp_path / archive_path.name
+    with zipfile.ZipFile(archive_path) as source, zipfile.ZipFile(deflated, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in source.infolist():
+            out.writestr(info.filename, source.read(info))
+    with open_archive(archive_path) as stored, open_archive(deflated) as packed:
+        for trial_id in stored.trial_ids[:3].tolist():
+            a, b = stored.read_trial(trial_id), packed.read_trial(trial_id)
+            assert a.valid_frames == b.valid_frames
+            for modality in a.arrays:
+                assert a.arrays[modality].tobytes() == b.arrays[modality].tobytes()
+                assert not a.arrays[modality].flags.writeable
+            stored.evict(trial_id)  # the pages go; the arrays still read (from the file cache)
+            assert a.arrays["responses"].tobytes() == b.arrays["responses"].tobytes()
+
+
+def test_frames_holding_both_infinities_are_not_padding(archive_path, tmp_path):
+    """A frame whose sum is NaN without holding NaN (+inf and -inf) is a valid frame."""
+    with open_archive(archive_path) as archive:
+        trial_id = int(archive.trial_ids[0])
+        responses = np.array(archive.read("responses", trial_id))
+        valid = archive.read_trial(trial_id).valid_frames
+    responses[0, 3], responses[1, 3] = np.inf, -np.inf
+    member = data_member(MOUSE, "responses", trial_id)
+    changed = rewrite_zip(archive_path, tmp_path / archive_path.name, replace={member: npy_bytes(responses)})
+    with open_archive(changed) as archive:
+        assert archive.read_trial(trial_id).valid_frames == valid > 3

@@ -13,7 +13,7 @@ import zarr
 
 from sensorium_pipeline.archive import open_archive
 from sensorium_pipeline.convert import convert_archive, same_bits
-from sensorium_pipeline.errors import ArchiveError, StoreError
+from sensorium_pipeline.errors import ArchiveError, ConfigError, StoreError
 from sensorium_pipeline.layout import MODALITIES, NO_FILES, STATISTICS, TIERS_MEMBER, UNIT_IDS_MEMBER, data_member
 from sensorium_pipeline.store import PHASH_COLUMN, STORE_FORMAT, TRIAL_COLUMNS, open_mouse
 from factories import MOUSE, flip_member_bytes, npy_bytes, rewrite_zip, simulate_small
@@ -114,6 +114,25 @@ def test_parallel_conversion_writes_identical_files(archive_path, converted, tmp
         return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
     assert files(serial) == files(out)
+
+
+def test_uncompressed_store_holds_the_same_values_and_says_so(archive_path, converted, tmp_path):
+    out, summary, _ = converted
+    plain = tmp_path / MOUSE
+    summary_plain = convert_archive(archive_path, plain, chunk_frames=16, compression="none", verify_trials=3)
+    a, b = open_mouse(out), open_mouse(plain)
+    assert (a.group.attrs["compression"], b.group.attrs["compression"]) == ("lz4", "none")
+    assert (summary["compression"], summary_plain["compression"]) == ("lz4", "none")
+    for modality in MODALITIES:
+        assert b.array(modality).compressors == ()
+        assert same_bits(np.asarray(a.array(modality)[...]), np.asarray(b.array(modality)[...])), modality
+    size = {
+        name: sum(f.stat().st_size for f in (root / "store.zarr" / "responses").rglob("*") if f.is_file())
+        for name, root in (("lz4", out), ("none", plain))
+    }
+    assert size["lz4"] < size["none"]
+    with pytest.raises(ConfigError, match="conversion.compression"):
+        convert_archive(archive_path, tmp_path / "x" / MOUSE, compression="gzip")
 
 
 def test_float64_archive_converts_to_float32_and_float64(tmp_path):

@@ -121,6 +121,7 @@ def cmd_convert(args: argparse.Namespace) -> dict[str, Any]:
         chunk_frames=args.chunk_frames,
         verify_trials=args.verify_trials,
         workers=args.workers,
+        compression=args.compression,
         progress=lambda msg: print(msg, file=sys.stderr),
     )
 
@@ -273,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-frames", type=int, default=50, help="frames per Zarr chunk (50)")
     p.add_argument("--verify-trials", type=int, default=8, help="trials re-read and compared with the archive (8)")
     p.add_argument("--workers", type=int, default=2, help="conversion threads (2)")
+    p.add_argument(
+        "--compression", choices=["lz4", "none"], default="lz4", help="codec of the per-trial arrays (lz4)"
+    )
     p.set_defaults(run=cmd_convert)
 
     p = commands.add_parser(

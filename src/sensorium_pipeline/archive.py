@@ -20,6 +20,9 @@ are checked when they are read: the CRC and length of every member, and (in
 
 from __future__ import annotations
 
+import io
+import mmap
+import struct
 import threading
 import zipfile
 import zlib
@@ -30,6 +33,11 @@ from pathlib import Path
 from types import TracebackType
 
 import numpy as np
+
+try:  # the same CRC-32 as zlib's, an order of magnitude faster (SIMD)
+    from isal.isal_zlib import crc32
+except ImportError:  # pragma: no cover - isal is a pinned dependency; zlib gives the same values
+    from zlib import crc32
 
 from .atomic import atomic_path
 from .errors import ArchiveError
@@ -56,6 +64,10 @@ _IGNORED_PREFIXES = ("__MACOSX/",)
 _IGNORED_NAMES = ("config.json", ".DS_Store")
 #: Errors zipfile and zlib raise for a damaged member (bad CRC, bad local header, bad stream).
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError)
+#: A zip member's local header: signature, then (at offset 26) the name and extra field lengths.
+_LOCAL_HEADER = struct.Struct("<4s22xHH")
+#: Bytes enough for any ``.npy`` header (version 1 headers are at most 64 KiB).
+_NPY_HEADER_MAX = 65536 + 16
 
 
 # --------------------------------------------------------------------------------------
@@ -201,6 +213,7 @@ class Archive:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._handles: list[zipfile.ZipFile] = []
+        self._map: mmap.mmap | None = None
         if not self.path.is_file():
             raise ArchiveError(self.path, "no such archive file")
         try:
@@ -220,9 +233,10 @@ class Archive:
         self.close()
 
     def close(self) -> None:
-        """Close every thread's zip handle."""
+        """Close every thread's zip handle (the memory map goes when no array uses it)."""
         with self._lock:
             handles, self._handles = self._handles, []
+            self._map = None
         for handle in handles:
             handle.close()
         self._local = threading.local()
@@ -272,6 +286,21 @@ class Archive:
         arrays = {m: self.read(m, trial_id) for m in MODALITIES}
         valid = min(self._valid_frames(data_member(self.root, m, int(trial_id)), arrays[m]) for m in MODALITIES)
         return Trial(trial_id=int(trial_id), arrays=arrays, valid_frames=valid)
+
+    def evict(self, trial_id: int) -> None:
+        """Let the pages of a trial's members leave this process's memory (they stay in the
+        operating system's file cache; an array still in use reads them again on access), so
+        that a pass over the whole archive keeps a bounded resident size."""
+        data = self._map
+        if data is None:
+            return
+        for modality in MODALITIES:
+            info = self._members.get(data_member(self.root, modality, int(trial_id)))
+            if info is None or info.compress_type != zipfile.ZIP_STORED:
+                continue
+            start = info.header_offset - info.header_offset % mmap.PAGESIZE
+            end = min(len(data), info.header_offset + _LOCAL_HEADER.size + 1024 + info.compress_size)
+            data.madvise(mmap.MADV_DONTNEED, start, end - start)
 
     def statistic(self, modality: str, stat: str) -> np.ndarray:
         """Per-frame statistic over train trials, time last, in the archive's dtype (read-only)."""
@@ -343,6 +372,8 @@ class Archive:
         info = self._members.get(name)
         if info is None:
             raise ArchiveError(self.path, f"member {name} is missing")
+        if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:
+            return self._read_stored(name, info)
         try:
             with self._handle().open(info) as stream:
                 header = self._header(name, stream)
@@ -359,20 +390,69 @@ class Archive:
         order = "F" if header.fortran_order else "C"
         return np.frombuffer(data, dtype=header.dtype).reshape(header.shape, order=order)  # no copy: read-only
 
+    def _mapped(self) -> mmap.mmap:
+        """The archive file mapped read-only (one map shared by every thread)."""
+        with self._lock:
+            if self._map is None:
+                try:
+                    with open(self.path, "rb") as stream:
+                        self._map = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
+                except (OSError, ValueError) as exc:
+                    raise ArchiveError(self.path, f"cannot be mapped for reading: {exc}") from exc
+            return self._map
+
+    def _read_stored(self, name: str, info: zipfile.ZipInfo) -> np.ndarray:
+        """An uncompressed member as an array over the memory-mapped file (no copy), CRC checked.
+
+        The official archives store their ``.npy`` members uncompressed, so the bytes in the
+        file are the array: mapping them skips zipfile's chunked reads and buffer copies,
+        which cost as much again as the CRC itself. The checks are zipfile's own: the local
+        header's signature and name, the length, the CRC.
+        """
+        data = self._mapped()
+        start = info.header_offset
+        local = data[start : start + _LOCAL_HEADER.size]
+        if len(local) != _LOCAL_HEADER.size:
+            raise self._error(name, "corrupted (the local header lies beyond the end of the file: truncated?)")
+        signature, name_length, extra_length = _LOCAL_HEADER.unpack(local)
+        name_start = start + _LOCAL_HEADER.size
+        if signature != b"PK\x03\x04" or data[name_start : name_start + name_length] != info.orig_filename.encode(
+            "utf-8" if info.flag_bits & 0x800 else "cp437"
+        ):
+            raise self._error(name, "corrupted (BadZipFile: bad local file header)")
+        offset = name_start + name_length + extra_length
+        view = memoryview(data)[offset : offset + info.compress_size]
+        if len(view) != info.compress_size:
+            raise self._error(name, f"corrupted (truncated: {len(view)} of {info.compress_size} bytes present)")
+        if crc32(view) != info.CRC:
+            raise self._error(name, f"corrupted (BadZipFile: Bad CRC-32 for file {info.filename!r})")
+        header = self._header(name, io.BytesIO(view[:_NPY_HEADER_MAX]))  # also checks the length
+        array = np.frombuffer(view, dtype=header.dtype, count=int(np.prod(header.shape)), offset=header.offset)
+        return array.reshape(header.shape, order="F" if header.fortran_order else "C")  # read-only, over the map
+
     def _valid_frames(self, name: str, array: np.ndarray) -> int:
-        """Frames before the trailing NaN padding; NaN anywhere else is an error."""
+        """Frames before the trailing NaN padding; NaN anywhere else is an error.
+
+        A frame's sum is NaN when the frame holds a NaN (or both infinities), so one summing
+        pass finds the candidates and only those frames are inspected element by element.
+        """
         frames = array.shape[-1]
-        nan = np.isnan(array).reshape(-1, frames)
+        flat = array.reshape(-1, frames)
+        with np.errstate(invalid="ignore", over="ignore"):
+            candidates = np.flatnonzero(np.isnan(flat.sum(axis=0)))
+        if candidates.size == 0:
+            return frames
+        nan = np.isnan(flat[:, candidates])
         some, every = nan.any(axis=0), nan.all(axis=0)
-        partial = np.flatnonzero(some & ~every)
+        partial = candidates[some & ~every]
         if partial.size:
             raise self._error(name, f"NaN inside the valid frames (frame {int(partial[0])} is partly NaN)")
-        padded = np.flatnonzero(every)
+        padded = candidates[every]
         if padded.size == 0:
             return frames
         first = int(padded[0])
         if padded.size != frames - first:
-            after = int(np.flatnonzero(~every[first:])[0]) + first
+            after = int(np.setdiff1d(np.arange(first, frames), padded)[0])
             raise self._error(name, f"NaN inside the valid frames (frame {first} is NaN but frame {after} is not)")
         return first
 

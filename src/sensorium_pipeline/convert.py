@@ -49,17 +49,22 @@ STORE_DTYPES: tuple[str, ...] = ("float32", "float64")
 #: 2: shards written directly, LZ4 level 1 without shuffle for responses, per-neuron
 #: statistics, ``video_phash``.
 CONVERTER_VERSION = 2
-#: Blosc-LZ4 at level 1: compressing costs about as much as reading the archive at higher
-#: levels for a few percent of size. Responses compress better without the byte shuffle
-#: (mostly exact zeros), videos and behaviour with it (measured on a simulated mouse).
-COMPRESSORS = {
-    "videos": BloscCodec(cname="lz4", clevel=1, shuffle="shuffle"),
-    "responses": BloscCodec(cname="lz4", clevel=1, shuffle="noshuffle"),
-    "behavior": BloscCodec(cname="lz4", clevel=1, shuffle="shuffle"),
-    "pupil_center": BloscCodec(cname="lz4", clevel=1, shuffle="shuffle"),
+#: Codecs of the per-trial arrays, by ``conversion.compression``. ``lz4``: Blosc-LZ4 at level
+#: 1, about half the size for responses (mostly exact zeros; better without the byte
+#: shuffle), a little less for videos and behaviour (better with it); higher levels cost
+#: about as much again for a few percent. ``none``: the bytes as they are, the fastest to
+#: write and to read (conversion is then bound by reading the archive and the disk).
+COMPRESSIONS: dict[str, dict[str, BloscCodec | None]] = {
+    "lz4": {
+        "videos": BloscCodec(cname="lz4", clevel=1, shuffle="shuffle"),
+        "responses": BloscCodec(cname="lz4", clevel=1, shuffle="noshuffle"),
+        "behavior": BloscCodec(cname="lz4", clevel=1, shuffle="shuffle"),
+        "pupil_center": BloscCodec(cname="lz4", clevel=1, shuffle="shuffle"),
+    },
+    "none": dict.fromkeys(MODALITIES),
 }
-COMPRESSOR = COMPRESSORS["videos"]  # small arrays (per-frame and per-neuron statistics)
-#: Names of the axes after the trial axis, per modality (also the store's dimension names).
+DEFAULT_COMPRESSION = "lz4"
+COMPRESSOR = COMPRESSIONS["lz4"]["videos"]  # small arrays (per-frame and per-neuron statistics)
 #: Names of the axes after the trial axis, per modality (the store's dimension names).
 AXES: dict[str, tuple[str, ...]] = {
     "videos": ("time", "height", "width"),
@@ -80,6 +85,7 @@ def convert_archive(
     verify_trials: int = 8,
     sha256: str | None = None,
     workers: int = 2,
+    compression: str = DEFAULT_COMPRESSION,
     progress: Callable[[str], object] | None = None,
 ) -> dict:
     """Validate ``archive`` and write its store to ``out_dir``; return a summary.
@@ -89,7 +95,7 @@ def convert_archive(
     Raises :class:`ArchiveError` for a broken archive and :class:`StoreError` when the
     written store does not read back as the archive; ``out_dir`` is then left untouched.
     """
-    _check_options(dtype, chunk_frames, verify_trials, workers)
+    check_options(dtype, chunk_frames, verify_trials, compression, workers)
     archive, out_dir = Path(archive), Path(out_dir)
     say = progress or (lambda message: None)
     store_dtype = np.dtype(dtype)
@@ -110,7 +116,7 @@ def convert_archive(
         with atomic_path(out_dir) as tmp:
             tmp.mkdir()
             group = zarr.open_group(str(tmp / ZARR_NAME), mode="w", zarr_format=3)
-            arrays = _create_arrays(group, source, store_dtype, chunk_frames)
+            arrays = _create_arrays(group, source, store_dtype, chunk_frames, COMPRESSIONS[compression])
             writers = {m: ShardWriter(arrays[m], tmp / ZARR_NAME / m) for m in MODALITIES}
             trials, neuron_stats = _convert_trials(
                 source, writers, store_dtype, workers, say,
@@ -127,6 +133,7 @@ def convert_archive(
                     "source_dtype": source.dtype.name,
                     "archive_sha256": checksum,
                     "converter_version": CONVERTER_VERSION,
+                    "compression": compression,
                 }
             )
             trials.to_parquet(tmp / TRIALS_NAME, index=False)
@@ -138,6 +145,7 @@ def convert_archive(
             "store": str(out_dir),
             "dtype": store_dtype.name,
             "chunk_frames": chunk_frames,
+            "compression": compression,
             "stimulus_groups": int(trials["stimulus_group"].nunique()),
             "verified_trials": verified,
             "archive_sha256": checksum,
@@ -148,9 +156,15 @@ def convert_archive(
     return summary
 
 
-def _check_options(dtype: str, chunk_frames: int, verify_trials: int, workers: int) -> None:
+def check_options(
+    dtype: str, chunk_frames: int, verify_trials: int, compression: str, workers: int = 1
+) -> None:
+    """Raise :class:`ConfigError` naming the ``conversion.*`` key of a bad option (shared by
+    :mod:`deeplake_io`, which writes the same store)."""
     if dtype not in STORE_DTYPES:
         raise ConfigError(f"conversion.dtype: {dtype!r} is not one of {list(STORE_DTYPES)}")
+    if compression not in COMPRESSIONS:
+        raise ConfigError(f"conversion.compression: {compression!r} is not one of {list(COMPRESSIONS)}")
     checks = (("chunk_frames", chunk_frames, 1), ("verify_trials", verify_trials, 0), ("workers", workers, 1))
     for key, value, minimum in checks:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -167,7 +181,7 @@ def file_sha256(path: str | Path, block: int = 8 * 2**20) -> str:
 
 
 def _create_arrays(
-    group: zarr.Group, source: Archive, dtype: np.dtype, chunk_frames: int
+    group: zarr.Group, source: Archive, dtype: np.dtype, chunk_frames: int, codecs: Mapping[str, BloscCodec | None]
 ) -> dict[str, zarr.Array]:
     """Per-trial arrays: chunks of one trial × ``chunk_frames`` frames, one shard per trial."""
     rest = {
@@ -186,7 +200,7 @@ def _create_arrays(
             dtype=dtype,
             chunks=(1, frames, *rest[modality]),
             shards=(1, shard_frames, *rest[modality]),
-            compressors=COMPRESSORS[modality],
+            compressors=codecs[modality],
             fill_value=np.nan,
             dimension_names=("trial", *AXES[modality]),
             # Shard files side by side (c.<row>.0.0): no folder to create per trial.
@@ -293,6 +307,7 @@ def _convert_one(job: _Job, row: int, trial_id: int, tier: str) -> _Converted:
         _write_array(job, modality, row, array, stats if modality == "responses" else None, valid)
     if row in job.verify:
         _verify_trial(job, row, trial_id, trial.arrays)
+    job.source.evict(trial_id)
     return _Converted(row, valid, digest, phash, stats.moments() if stats is not None else None)
 
 

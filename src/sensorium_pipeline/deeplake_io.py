@@ -39,7 +39,7 @@ import pandas as pd
 import zarr
 
 from .atomic import atomic_path, remove_stale_temporaries
-from .convert import STORE_DTYPES, same_bits, verify_rows
+from .convert import DEFAULT_COMPRESSION, check_options, same_bits, verify_rows
 from .deeplake_url import DeepLakeError, dataset_path
 from .errors import ConfigError, SensoriumError
 from .layout import MODALITIES, STATISTICS, TIERS, TRAIN
@@ -198,6 +198,7 @@ def ingest_deeplake(
     dtype: str = "float32",
     chunk_frames: int = 50,
     verify_trials: int = 8,
+    compression: str = DEFAULT_COMPRESSION,
     progress: Callable[[str], object] | None = None,
 ) -> dict:
     """Write the store of the Deep Lake dataset ``source`` to ``out_dir``; return a summary.
@@ -208,11 +209,7 @@ def ingest_deeplake(
     are given. Raises :class:`DeepLakeError` naming the dataset and the column or key at
     fault; ``out_dir`` is then left untouched.
     """
-    if dtype not in STORE_DTYPES:
-        raise ConfigError(f"conversion.dtype: {dtype!r} is not one of {list(STORE_DTYPES)}")
-    for key, value, minimum in (("chunk_frames", chunk_frames, 1), ("verify_trials", verify_trials, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ConfigError(f"conversion.{key}: expected an integer >= {minimum}, got {value!r}")
+    check_options(dtype, chunk_frames, verify_trials, compression)
     say = progress or (lambda message: None)
     path = dataset_path(source)
     out_dir = Path(out_dir)
@@ -222,7 +219,7 @@ def ingest_deeplake(
     say(f"opened {path}: {info.n_trials} trials, {info.n_neurons} neurons, T_pad {info.t_pad}")
     remove_stale_temporaries(out_dir)
     with atomic_path(out_dir) as tmp:
-        shape = StoreShape(info.n_trials, info.t_pad, info.n_neurons, np.dtype(dtype), chunk_frames)
+        shape = StoreShape(info.n_trials, info.t_pad, info.n_neurons, np.dtype(dtype), chunk_frames, compression)
         tiers = [info.tier_of[int(i)] for i in info.trial_ids]
         writer = StoreWriter(tmp, shape, n_train=tiers.count(TRAIN))
         valid = np.zeros(info.n_trials, dtype=np.int64)

@@ -4,13 +4,14 @@ Writing one trial through ``zarr.Array.__setitem__`` costs more in zarr's machin
 tasks, per-chunk codec pipelines, index encoding) than compressing the data itself. The
 converter writes whole shards only (one shard per trial and array, one writer per shard),
 so it can produce the bytes directly, exactly as the Zarr v3 sharding spec lays them out:
-the inner chunks one after another, each ``bytes`` (little endian) then Blosc, followed by
+the inner chunks one after another, each ``bytes`` (little endian) then Blosc if the array
+is compressed, followed by
 the shard index (``(offset, nbytes)`` as little-endian uint64 per inner chunk in C order)
 and its CRC32C. The array itself (``zarr.json``) is still created by zarr, and conversion
 reads a sample back through zarr, so any disagreement with zarr's reader fails loudly.
 
 Supported arrays: sharding codec with ``index_location`` end, index codecs ``bytes`` +
-``crc32c``, inner codecs ``bytes`` + ``blosc``, chunks that split only axis 1 of a shard.
+``crc32c``, inner codecs ``bytes`` (+ ``blosc``), chunks that split only axis 1 of a shard.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ class ShardWriter:
         if not isinstance(sharding, ShardingCodec) or sharding.index_location.value != "end":
             raise ValueError(f"{array.path}: expected one sharding codec with the index at the end")
         inner = sharding.codecs
-        if len(inner) != 2 or not isinstance(inner[0], BytesCodec) or not isinstance(inner[1], BloscCodec):
-            raise ValueError(f"{array.path}: expected inner codecs bytes + blosc, got {inner}")
+        compressed = len(inner) == 2 and isinstance(inner[1], BloscCodec)
+        if not isinstance(inner[0], BytesCodec) or not (compressed or len(inner) == 1):
+            raise ValueError(f"{array.path}: expected inner codecs bytes (+ blosc), got {inner}")
         index = sharding.index_codecs
         if len(index) != 2 or not isinstance(index[0], BytesCodec) or not isinstance(index[1], Crc32cCodec):
             raise ValueError(f"{array.path}: expected index codecs bytes + crc32c, got {index}")
@@ -50,20 +52,23 @@ class ShardWriter:
         self.chunks_per_shard = self.shard_shape[1] // self.chunk_shape[1]
         self.frames = self.chunk_shape[1]
         self.fill_value = np.array(array.fill_value, dtype=self.dtype)
-        blosc = inner[1]
-        self._codec = Blosc(
-            cname=blosc.cname.value,
-            clevel=blosc.clevel,
-            shuffle=_SHUFFLES[blosc.shuffle.value],
-            blocksize=blosc.blocksize,
-            typesize=self.dtype.itemsize,
-        )
+        self._codec: Blosc | None = None
+        if compressed:
+            blosc = inner[1]
+            self._codec = Blosc(
+                cname=blosc.cname.value,
+                clevel=blosc.clevel,
+                shuffle=_SHUFFLES[blosc.shuffle.value],
+                blocksize=blosc.blocksize,
+                typesize=self.dtype.itemsize,
+            )
         self._keys = metadata.encode_chunk_key
         self._ndim = len(self.shard_shape)
 
-    def encode_chunk(self, block: np.ndarray) -> bytes:
+    def encode_chunk(self, block: np.ndarray) -> bytes | memoryview:
         """Encode one inner chunk from ``block`` ``(frames, *rest)``; frames beyond the block
-        (the end of the array) are filled with the fill value, as zarr expects full chunks."""
+        (the end of the array) are filled with the fill value, as zarr expects full chunks.
+        An uncompressed chunk is a view of the block's bytes (no copy)."""
         if block.shape[1:] != self.chunk_shape[2:] or len(block) > self.frames:
             raise ValueError(f"block {block.shape} does not fit a chunk {self.chunk_shape[1:]}")
         if len(block) < self.frames:
@@ -72,17 +77,20 @@ class ShardWriter:
             full[len(block) :] = self.fill_value
             block = full
         block = np.ascontiguousarray(block, dtype=self.dtype)
+        if self._codec is None:
+            return memoryview(block).cast("B")
         return self._codec.encode(block)
 
-    def write(self, row: int, chunks: list[bytes]) -> int:
+    def write(self, row: int, chunks: list[bytes | memoryview]) -> int:
         """Write shard ``row`` from its encoded inner chunks (in order); return the bytes written."""
         if len(chunks) != self.chunks_per_shard:
             raise ValueError(f"{len(chunks)} chunks given, a shard holds {self.chunks_per_shard}")
         index = np.empty((self.chunks_per_shard, 2), dtype="<u8")
         offset = 0
         for i, chunk in enumerate(chunks):
-            index[i] = (offset, len(chunk))
-            offset += len(chunk)
+            size = memoryview(chunk).nbytes
+            index[i] = (offset, size)
+            offset += size
         index_bytes = index.tobytes()
         checksum = np.uint32(google_crc32c.value(index_bytes)).astype("<u4").tobytes()
         path = self.folder / self._keys((row,) + (0,) * (self._ndim - 1))

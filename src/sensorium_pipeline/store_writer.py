@@ -26,7 +26,14 @@ import numpy as np
 import pandas as pd
 import zarr
 
-from .convert import AXES, COMPRESSOR, CONVERTER_VERSION, write_frame_statistics, write_neuron_statistics
+from .convert import (
+    AXES,
+    COMPRESSIONS,
+    CONVERTER_VERSION,
+    DEFAULT_COMPRESSION,
+    write_frame_statistics,
+    write_neuron_statistics,
+)
 from .layout import MODALITIES, TRAIN, VIDEO_HEIGHT, VIDEO_WIDTH
 from .neuron_stats import MEDIAN_SAMPLES, NeuronStatistics, TrialAccumulator, sample_frames
 from .phash import video_phash
@@ -45,13 +52,14 @@ def frame_shape(modality: str, n_neurons: int) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class StoreShape:
-    """What fixes the arrays of a store: trials, padded length, neurons, dtype, chunking."""
+    """What fixes the arrays of a store: trials, padded length, neurons, dtype, chunking, codecs."""
 
     n_trials: int
     t_pad: int
     n_neurons: int
     dtype: np.dtype
     chunk_frames: int
+    compression: str = DEFAULT_COMPRESSION  #: a key of :data:`convert.COMPRESSIONS`
 
     @property
     def frames(self) -> int:
@@ -84,7 +92,7 @@ class StoreWriter:
             dtype=s.dtype,
             chunks=(1, s.frames, *rest),
             shards=(1, shard_frames, *rest),
-            compressors=COMPRESSOR,
+            compressors=COMPRESSIONS[s.compression][modality],
             fill_value=np.nan,
             dimension_names=("trial", *AXES[modality]),
         )
@@ -131,7 +139,14 @@ class StoreWriter:
         if len(self._rows) != self.shape.n_trials:
             raise ValueError(f"{len(self._rows)} trials written, the store has {self.shape.n_trials}")
         write_neuron_statistics(self.group, self._neuron_stats)
-        self.group.attrs.update({**attrs, "format": STORE_FORMAT, "converter_version": CONVERTER_VERSION})
+        self.group.attrs.update(
+            {
+                **attrs,
+                "format": STORE_FORMAT,
+                "converter_version": CONVERTER_VERSION,
+                "compression": self.shape.compression,
+            }
+        )
         first_seen: dict[bytes, int] = {}
         groups = np.array([first_seen.setdefault(d, len(first_seen)) for d in self._digests], dtype=np.int64)
         trials = pd.DataFrame(

@@ -67,17 +67,8 @@ class Population:
         ``eye_shift`` (T, 2) is the retinal image shift in stimulus pixels as (x, y).
         """
         retina = shift_frames((np.asarray(video, dtype=np.float32) - 128.0) / 64.0, eye_shift)
-        projection = retina.reshape(len(retina), -1) @ self.spatial  # (T, 2N)
-        projection = projection.astype(np.float64)
-        n = self.n_neurons
-        h1 = causal_filter(projection, np.concatenate([self.temporal[0], self.temporal[0]], axis=1))
-        h2 = causal_filter(projection, np.concatenate([self.temporal[1], self.temporal[1]], axis=1))
-        even1, odd1, even2, odd2 = h1[:, :n], h1[:, n:], h2[:, :n], h2[:, n:]
-        ds = self.direction_selective.astype(np.float64)
-        linear = even1 + ds * odd2
-        quadrature = odd1 - ds * even2
-        energy = np.sqrt(linear**2 + quadrature**2)
-        return np.where(self.complex_cell, energy, linear)
+        projection = retina.reshape(len(retina), -1) @ self.spatial  # (T, 2N) float32
+        return combine_drive(projection, self.temporal, self.complex_cell, self.direction_selective)
 
     def rates(self, video: np.ndarray, behavior: Behavior, model: BehaviorModel) -> np.ndarray:
         """Noise-free expected responses (T, N) given the stimulus and the behaviour."""
@@ -99,10 +90,62 @@ class Population:
 
 
 def causal_filter(x: np.ndarray, kernels: np.ndarray) -> np.ndarray:
-    """Per-column causal convolution: ``out[t, j] = sum_k kernels[k, j] x[t - k, j]`` (zeros before 0)."""
+    """Per-column causal convolution: ``out[t, j] = sum_k kernels[k, j] x[t - k, j]`` (zeros before 0).
+
+    The sum runs over ``k = 0, 1, ...`` in that order, each product rounded on its own (no
+    fused multiply-add), so the result does not depend on how the columns are blocked.
+    """
     out = np.zeros_like(x)
+    if len(x) == 0:
+        return out
+    scratch = np.empty_like(x)
     for k in range(min(len(kernels), len(x))):
-        out[k:] += kernels[k] * x[: len(x) - k]
+        product = np.multiply(x[: len(x) - k], kernels[k], out=scratch[: len(x) - k])
+        np.add(out[k:], product, out=out[k:])
+    return out
+
+
+#: Neurons per block of the temporal stage: its (T, block) float64 arrays stay in the CPU cache.
+_DRIVE_BLOCK = 256
+
+
+def combine_drive(
+    projection: np.ndarray, temporal: np.ndarray, complex_cell: np.ndarray, direction_selective: np.ndarray
+) -> np.ndarray:
+    """Temporal stage of the drive (T, N) from the spatial projection (T, 2N): even, then odd Gabors.
+
+    ``even1``/``odd1`` are the projections filtered by ``h1``, ``even2``/``odd2`` by ``h2``;
+    ``linear = even1 + ds odd2``, ``quadrature = odd1 - ds even2``; complex cells take the
+    energy ``sqrt(linear**2 + quadrature**2)``, simple cells ``linear``. Computed block by
+    block of neurons, and each filtered signal only for the cells that use it (``odd1`` for
+    complex cells, ``odd2`` for direction-selective ones, ``even2`` for both), which gives
+    exactly the values of the full formulas (a term with ``ds = 0`` adds an exact zero).
+    """
+    n_frames, n = projection.shape[0], complex_cell.shape[0]
+    out = np.empty((n_frames, n))
+    for a in range(0, n, _DRIVE_BLOCK):
+        b = min(a + _DRIVE_BLOCK, n)
+        cc, ds = complex_cell[a:b], direction_selective[a:b]
+        both = cc & ds
+        even, odd = projection[:, a:b], projection[:, n + a : n + b]
+        h1, h2 = temporal[0][:, a:b], temporal[1][:, a:b]
+        # One filter pass per kernel: h1 on [even | odd of complex cells], h2 on [odd of ds | even of both].
+        by_h1 = causal_filter(
+            np.concatenate([even, odd[:, cc]], axis=1).astype(np.float64), np.concatenate([h1, h1[:, cc]], axis=1)
+        )
+        by_h2 = causal_filter(
+            np.concatenate([odd[:, ds], even[:, both]], axis=1).astype(np.float64),
+            np.concatenate([h2[:, ds], h2[:, both]], axis=1),
+        )
+        n_ds = int(ds.sum())
+        linear = by_h1[:, : b - a]  # even1
+        linear[:, ds] += by_h2[:, :n_ds]  # + odd2
+        block = out[:, a:b]
+        block[...] = linear
+        if cc.any():
+            quadrature = by_h1[:, b - a :]  # odd1
+            quadrature[:, both[cc]] -= by_h2[:, n_ds:]  # - even2
+            block[:, cc] = np.sqrt(linear[:, cc] ** 2 + quadrature**2)
     return out
 
 
@@ -159,6 +202,10 @@ def _temporal_kernels(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.stack([h1, h2])
 
 
+#: Neurons per block when drawing Gabors: the (block, H, W) float64 temporaries stay small.
+_GABOR_BLOCK = 256
+
+
 def _gabors(rng: np.random.Generator, centers: np.ndarray) -> np.ndarray:
     n = len(centers)
     orientation = rng.uniform(0, np.pi, n)
@@ -167,21 +214,23 @@ def _gabors(rng: np.random.Generator, centers: np.ndarray) -> np.ndarray:
     aspect = rng.uniform(1.0, 1.6, n)
     phase = rng.uniform(0, 2 * np.pi, n)
     y, x = np.mgrid[0:VIDEO_HEIGHT, 0:VIDEO_WIDTH].astype(np.float64)
-    dy = y[None] - centers[:, 0, None, None]
-    dx = x[None] - centers[:, 1, None, None]
-    cos, sin = np.cos(orientation)[:, None, None], np.sin(orientation)[:, None, None]
-    across = dx * cos + dy * sin
-    along = -dx * sin + dy * cos
-    s = sigma[:, None, None]
-    envelope = np.exp(-(across**2) / (2 * s**2) - along**2 / (2 * (aspect[:, None, None] * s) ** 2))
-    argument = 2 * np.pi * across / period[:, None, None] + phase[:, None, None]
-    filters = []
-    for carrier in (np.cos(argument), np.sin(argument)):
-        g = envelope * carrier
-        g -= envelope * (g.sum(axis=(1, 2), keepdims=True) / envelope.sum(axis=(1, 2), keepdims=True))
-        g /= np.linalg.norm(g, axis=(1, 2), keepdims=True)
-        filters.append(g.reshape(n, -1))
-    return np.concatenate(filters).T.astype(np.float32)  # (H*W, 2N)
+    filters = np.empty((2 * n, VIDEO_HEIGHT * VIDEO_WIDTH), dtype=np.float32)  # even Gabors, then odd
+    for a in range(0, n, _GABOR_BLOCK):  # per neuron, so blocks give the values of one pass over all
+        b = min(a + _GABOR_BLOCK, n)
+        dy = y[None] - centers[a:b, 0, None, None]
+        dx = x[None] - centers[a:b, 1, None, None]
+        cos, sin = np.cos(orientation[a:b])[:, None, None], np.sin(orientation[a:b])[:, None, None]
+        across = dx * cos + dy * sin
+        along = -dx * sin + dy * cos
+        s = sigma[a:b, None, None]
+        envelope = np.exp(-(across**2) / (2 * s**2) - along**2 / (2 * (aspect[a:b, None, None] * s) ** 2))
+        argument = 2 * np.pi * across / period[a:b, None, None] + phase[a:b, None, None]
+        for half, carrier in enumerate((np.cos(argument), np.sin(argument))):
+            g = envelope * carrier
+            g -= envelope * (g.sum(axis=(1, 2), keepdims=True) / envelope.sum(axis=(1, 2), keepdims=True))
+            g /= np.linalg.norm(g, axis=(1, 2), keepdims=True)
+            filters[half * n + a : half * n + b] = g.reshape(b - a, -1)
+    return filters.T  # (H*W, 2N), Fortran-ordered: each filter contiguous
 
 
 def make_population(rng: np.random.Generator, n_neurons: int) -> Population:

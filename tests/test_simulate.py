@@ -1,0 +1,117 @@
+"""The simulator in bounded memory: solutions streamed as row groups, memory flat in the number of trials."""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import tracemalloc
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from factories import small_config
+
+from sensorium_pipeline.simulate import spool, statistics
+from sensorium_pipeline.simulate.config import REPEATED_TIERS
+from sensorium_pipeline.simulate.generate import simulate_mouse
+from sensorium_pipeline.solutions import read_solutions, write_solutions
+
+
+def _rows(n: int) -> list[dict]:
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, frames in enumerate([5, 7, 5, 6][:n]):
+        rows.append(
+            {
+                "mouse": "m",
+                "tier": "oracle" if i % 2 else "live_test_bonus",
+                "trial_indices": 3 * i + 1,
+                "stimulus_id": f"s/{i % 2}",
+                "stimulus_type": "natural",
+                "neuron_ids": np.array([2, 5, 6]),
+                "responses": rng.random((3, frames)).astype(np.float32),
+                "rates": rng.random((3, frames)).astype(np.float32),
+            }
+        )
+    return rows
+
+
+def test_solutions_stream_writes_the_table_of_write_solutions(tmp_path, monkeypatch):
+    monkeypatch.setattr(spool, "ROW_GROUP_BYTES", 100)  # a row group every row or two
+    for n in (4, 0):
+        rows = _rows(n)
+        stream = spool.SolutionsStream(tmp_path / f"streamed{n}.parquet")
+        for row in rows:
+            stream.add(row)
+        stream.close()
+        write_solutions(tmp_path / f"whole{n}.parquet", rows)
+        streamed = pq.read_table(tmp_path / f"streamed{n}.parquet")
+        assert streamed.equals(pq.read_table(tmp_path / f"whole{n}.parquet"))
+        assert streamed.schema.equals(pq.read_table(tmp_path / f"whole{n}.parquet").schema)
+        if n:
+            assert pq.ParquetFile(tmp_path / f"streamed{n}.parquet").num_row_groups > 1
+            frame = read_solutions(tmp_path / f"streamed{n}.parquet")
+            assert np.array_equal(frame["rates"].iloc[1], rows[1]["rates"])
+
+
+def _peak_bytes(folder, n_train: int, n_repeats: int) -> int:
+    config = small_config(
+        n_neurons=64,
+        frames=200,  # long trials, few neurons: trial arrays weigh more than the population
+        bonus_frames=[190, 200],
+        n_train=n_train,
+        tiers={tier: {"n_stimuli": 2, "n_repeats": n_repeats} for tier in REPEATED_TIERS},
+    )
+    folder.mkdir()
+    tracemalloc.start()
+    try:
+        simulate_mouse(config, folder / f"{config.mouse}.zip", folder / f"{config.mouse}.solutions.parquet")
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_memory_does_not_grow_with_the_number_of_trials(tmp_path, monkeypatch):
+    """Four times the trials (train and scored), the same peak: trials are streamed, not held.
+
+    Buffers are bounded by constants (a row group of solutions, a slab of the statistics)
+    which a full-size mouse fills; here they are shrunk to the size of a few trials.
+    """
+    monkeypatch.setattr(spool, "ROW_GROUP_BYTES", 2**20)  # a few of these rows per row group
+    monkeypatch.setattr(statistics, "_SLAB_BYTES", 2**20)
+    small = _peak_bytes(tmp_path / "small", n_train=10, n_repeats=2)  # 30 trials
+    large = _peak_bytes(tmp_path / "large", n_train=40, n_repeats=8)  # 120 trials
+    # Holding the trials (solution rows, say) would double the peak; threads overlapping at
+    # different moments move it by a few percent.
+    assert large < 1.25 * small, (small, large)
+
+
+@pytest.mark.parametrize(
+    ("module", "owner", "attribute", "after"),
+    [
+        ("sensorium_pipeline.simulate.population", "Population", "sample", 20),  # a scored trial (main thread)
+        ("sensorium_pipeline.archive", "ArchiveWriter", "add_trial", 30),  # a scored trial's members (writer thread)
+        ("sensorium_pipeline.simulate.statistics", None, "_nanmedian", 1),  # the statistics (their own thread)
+    ],
+)
+def test_a_failure_leaves_no_output_and_no_thread(tmp_path, monkeypatch, module, owner, attribute, after):
+    target = importlib.import_module(module)
+    if owner is not None:
+        target = getattr(target, owner)
+    original = getattr(target, attribute)
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > after:
+            raise RuntimeError("injected")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(target, attribute, failing)
+    threads = set(threading.enumerate())
+    config = small_config()  # 12 train trials, then 30 scored
+    with pytest.raises(RuntimeError, match="injected"):
+        simulate_mouse(config, tmp_path / f"{config.mouse}.zip", tmp_path / f"{config.mouse}.solutions.parquet")
+    assert len(calls) > after
+    assert list(tmp_path.iterdir()) == []
+    assert set(threading.enumerate()) <= threads

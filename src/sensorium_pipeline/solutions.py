@@ -83,9 +83,36 @@ def read_solutions(path: str | Path) -> pd.DataFrame:
     if missing:
         raise SolutionsError(path, f"missing columns {missing}")
     frame = table.select(list(SOLUTION_COLUMNS[:5])).to_pandas()
-    frame["neuron_ids"] = [np.asarray(v, dtype=np.int64) for v in table.column("neuron_ids").to_pylist()]
+    frame["neuron_ids"] = [None if v is None else v.astype(np.int64) for v in _row_values(table.column("neuron_ids"))]
     for column in ("responses", "rates"):
-        frame[column] = [
-            None if v is None else np.asarray(v, dtype=np.float32) for v in table.column(column).to_pylist()
-        ]
+        frame[column] = _matrices(path, column, table.column(column))
     return frame
+
+
+def _row_values(column: pa.ChunkedArray) -> list[np.ndarray | None]:
+    """Each row of a ``list<...>`` column as a numpy array of its values (None for null rows),
+    taken from the Arrow buffers: Python lists of a full-size mouse would need tens of GB."""
+    out: list[np.ndarray | None] = []
+    for chunk in column.chunks:
+        for i in range(len(chunk)):
+            scalar = chunk[i]
+            out.append(scalar.values.to_numpy(zero_copy_only=False) if scalar.is_valid else None)
+    return out
+
+
+def _matrices(path: Path, name: str, column: pa.ChunkedArray) -> list[np.ndarray | None]:
+    """Each row of a ``list<list<float32>>`` column as a float32 ``(N, T)`` array (or None)."""
+    out: list[np.ndarray | None] = []
+    for chunk in column.chunks:
+        for i in range(len(chunk)):
+            scalar = chunk[i]
+            if not scalar.is_valid:
+                out.append(None)
+                continue
+            rows = scalar.values  # one list per neuron
+            lengths = rows.value_lengths().to_numpy(zero_copy_only=False) if len(rows) else np.zeros(0, np.int64)
+            if lengths.size and (lengths != lengths[0]).any():
+                raise SolutionsError(path, f"row {len(out)}: {name} has neurons of different lengths")
+            values = rows.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+            out.append(values.reshape(len(rows), int(lengths[0]) if lengths.size else 0))
+    return out

@@ -9,7 +9,10 @@ member of the zip read and decompressed (CRC checked) into a numpy array with pl
 ``zipfile`` and numpy, by the same number of worker threads, each with its own zip handle,
 which is what any conversion must at least do; (2) the conversion of the same archive into a
 Zarr store (``convert_archive``, with the checksum given, as the workflow does), once per
-``--compression`` setting (``conversion.compression``: ``lz4``, the default, and ``none``).
+``--compression`` setting (``conversion.compression``: ``lz4``, the default, and ``none``);
+and (3) the **copy**: the raw read that also writes every member's bytes unchanged to a file,
+i.e. the disk writes of an uncompressed store without any of a conversion's work: the I/O
+floor of a conversion on this machine.
 It prints the wall times, each conversion's ratio ``raw / conversion`` (1.0 = conversion as
 fast as reading), peak RSS and store size, then the median ratio per setting. The archive and its store
 are simulated once and cached (``benchmarks/fullsize.py``).
@@ -39,8 +42,9 @@ from benchmarks.fullsize import CACHE_DIR, fullsize_archive  # noqa: E402
 from sensorium_pipeline.convert import COMPRESSIONS, convert_archive, file_sha256  # noqa: E402
 
 
-def read_every_member(archive: Path, workers: int) -> int:
-    """Read and decompress every ``.npy`` member into an array; return the bytes read."""
+def read_every_member(archive: Path, workers: int, copy_to: Path | None = None) -> int:
+    """Read and decompress every ``.npy`` member into an array; return the bytes read.
+    With ``copy_to``, also write each member's array bytes unchanged to a file there."""
     handles = local()
 
     def handle() -> zipfile.ZipFile:
@@ -55,6 +59,11 @@ def read_every_member(archive: Path, workers: int) -> int:
             shape, fortran, dtype = header(stream)
             data = stream.read()  # to the end, where zipfile checks the CRC
         array = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+        if copy_to is not None:
+            with open(copy_to / f"{info.header_offset}.bin", "wb", buffering=0) as out:
+                view = memoryview(array).cast("B")
+                while view:
+                    view = view[out.write(view) :]
         return array.nbytes
 
     with zipfile.ZipFile(archive) as listing:
@@ -69,6 +78,9 @@ def _child(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     if args.child == "raw":
         detail = {"bytes": read_every_member(archive, args.workers)}
+    elif args.child == "copy":
+        Path(args.out).mkdir(parents=True)
+        detail = {"bytes": read_every_member(archive, args.workers, copy_to=Path(args.out))}
     else:
         summary = convert_archive(
             archive, Path(args.out), sha256=args.sha256, workers=args.workers,
@@ -111,7 +123,7 @@ def main() -> None:
     )
     parser.add_argument("--zip-compression", choices=["stored", "deflated"], default="stored",
                         help="how the simulated archive stores its members (the official zips' choice is unknown)")
-    parser.add_argument("--child", choices=["raw", "convert"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["raw", "copy", "convert"], help=argparse.SUPPRESS)
     parser.add_argument("--child-compression", help=argparse.SUPPRESS)
     parser.add_argument("--archive", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -134,24 +146,33 @@ def main() -> None:
     out = archive.parent / "speed-run" / archive.stem
     size = archive.stat().st_size / 2**30
     print(f"archive {archive} ({size:.2f} GiB), {args.workers} workers, {args.repeats} repeats")
-    print(f"{'repeat':>6} {'raw read s':>11} {'compression':>11} {'convert s':>10} {'ratio':>6} "
-          f"{'peak RSS MiB':>12} {'store GiB':>9}")  # fmt: skip
-    ratios: dict[str, list[float]] = {setting: [] for setting in settings}
+    print(f"{'repeat':>6} {'raw read s':>11} {'copy s':>7} {'compression':>11} {'convert s':>10} "
+          f"{'raw/conv':>8} {'copy/conv':>9} {'peak RSS MiB':>12} {'store GiB':>9}")  # fmt: skip
+    ratios: dict[str, list[float]] = {"copy": []} | {setting: [] for setting in settings}
+    floors: dict[str, list[float]] = {setting: [] for setting in settings}
     for repeat in range(args.repeats):
         shutil.rmtree(out.parent, ignore_errors=True)
         raw, _ = _run_child("raw", args, archive, sha256, out)
+        copied, _ = _run_child("copy", args, archive, sha256, out)
+        shutil.rmtree(out.parent, ignore_errors=True)
+        ratios["copy"].append(raw["seconds"] / copied["seconds"])
         for setting in settings:
             converted, rss = _run_child("convert", args, archive, sha256, out, setting)
             shutil.rmtree(out.parent, ignore_errors=True)
-            ratio = raw["seconds"] / converted["seconds"]
-            ratios[setting].append(ratio)
+            ratios[setting].append(raw["seconds"] / converted["seconds"])
+            floors[setting].append(copied["seconds"] / converted["seconds"])
             print(
-                f"{repeat:>6} {raw['seconds']:>11.2f} {setting:>11} {converted['seconds']:>10.2f} {ratio:>6.2f} "
+                f"{repeat:>6} {raw['seconds']:>11.2f} {copied['seconds']:>7.2f} {setting:>11} "
+                f"{converted['seconds']:>10.2f} {ratios[setting][-1]:>8.2f} {floors[setting][-1]:>9.2f} "
                 f"{rss:>12.0f} {converted['store_bytes'] / 2**30:>9.2f}",
                 flush=True,
             )
+    print(f"median ratio raw/copy (the I/O floor of a conversion): {statistics.median(ratios['copy']):.2f}")
     for setting in settings:
-        print(f"median ratio raw/convert, compression {setting}: {statistics.median(ratios[setting]):.2f} (target >= 0.7)")
+        print(
+            f"median ratio raw/convert, compression {setting}: {statistics.median(ratios[setting]):.2f} "
+            f"(target >= 0.7); copy/convert: {statistics.median(floors[setting]):.2f}"
+        )
 
 
 if __name__ == "__main__":

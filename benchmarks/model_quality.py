@@ -7,7 +7,7 @@ per scored entry (each model's folds, and the ensemble) and writes the table as 
 ``<workdir>/model_quality.md``.
 
     .venv/bin/python benchmarks/model_quality.py [--cores 2] [--configfile config/benchmark.yaml]
-    .venv/bin/python benchmarks/model_quality.py --model-dir benchmarks/models --models gru_cpu_long
+    .venv/bin/python benchmarks/model_quality.py --models gru_cpu_long          # one model only
 """
 
 from __future__ import annotations

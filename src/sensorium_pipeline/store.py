@@ -21,8 +21,10 @@ folds and correlation-to-average can group them. ``video_phash`` is a 64-bit per
 hash of the trial's video (:mod:`phash`; int64 holding the uint64 bit pattern): near-copies
 of a clip are a few bits apart, for duplicate-aware folds. Group attrs: ``mouse``, ``format``
 (= ``STORE_FORMAT``), ``t_pad``, ``n_neurons``, ``source_dtype``, ``archive_sha256``,
-``converter_version``. ``neuron_statistics`` and ``video_phash`` were added to format v1
-by converter version 2; stores of older converters lack them (reconvert).
+``converter_version``, ``compression`` (``lz4`` or ``none``: the per-trial arrays' codec,
+``conversion.compression``; absent from the first version-2 stores, which are ``lz4``).
+``neuron_statistics`` and ``video_phash`` were added to format v1 by converter version 2;
+stores of older converters lack them (reconvert).
 
 The store is written by :mod:`sensorium_pipeline.convert` into a temporary folder and
 renamed into place, so an existing ``<mouse_dir>`` is always complete.

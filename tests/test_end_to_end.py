@@ -225,3 +225,28 @@ def test_the_command_line_draws_the_report_without_snakemake(tiny_run, tmp_path)
     }
     for name in names - {"scores.html"}:
         assert_png_not_blank(tmp_path / "plots" / name)
+
+
+@pytest.mark.parametrize(
+    ("training", "units"),
+    [
+        ({"distillation": {"enabled": True}}, ["tiny", "tiny-distilled"]),
+        ({"scope": "per_mouse"}, ["tiny/mice/dynamic90101-1-1-Tiny-0a1b2c3d", "tiny/mice/dynamic90102-2-2-Tiny-0a1b2c3d"]),
+    ],
+    ids=["distillation", "per_mouse"],
+)
+def test_distillation_and_per_mouse_training_run_to_scores(tmp_path, training, units):
+    """The two other training plans, fold 0 only: every planned model trains, predicts and is scored."""
+    base = yaml.safe_load(TINY.read_text())["training"]
+    configfile, config = tiny_config(tmp_path, training={**base, "folds": [0], **training})
+    result = snakemake_in(tmp_path, configfile, "results/scores/ensemble.json")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-8000:]
+    results = tmp_path / "results"
+    for unit in units:
+        assert (results / "models" / unit / "fold0" / "model.pt").is_file(), unit
+        metrics = pd.read_csv(results / "models" / unit / "fold0" / "metrics.csv")
+        assert len(metrics) >= 1 and metrics["val_correlation"].notna().all(), unit
+    scores = json.loads((results / "scores" / "ensemble.json").read_text())
+    for summary in scores["tiers"].values():
+        assert summary["n_mice"] == len(config["mice"])
+        assert -1 <= summary["single_trial_correlation"] <= 1

@@ -10,10 +10,12 @@ a cluster and sets ``CUDA_VISIBLE_DEVICES`` for them; completed jobs stay visibl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -238,6 +240,25 @@ class LocalSlurm:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout_s)
+        for pid in self.job_processes():  # job steps whose slurmstepd went with slurmd
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def job_processes(self) -> list[int]:
+        """Process ids still running with this cluster's ``SLURM_CONF`` in their environment
+        (jobs inherit it), other than this process."""
+        marker = f"SLURM_CONF={self.conf}".encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                environment = (entry / "environ").read_bytes().split(b"\0")
+            except OSError:  # gone, or not ours to read
+                continue
+            if marker in environment:
+                found.append(int(entry.name))
+        return found
 
 
 def _user() -> str:

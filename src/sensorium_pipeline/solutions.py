@@ -19,6 +19,7 @@ when scoring, never stored.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -45,31 +46,67 @@ class SolutionsError(PathError):
     """A solutions file is malformed."""
 
 
-def _matrix_column(matrices: list[np.ndarray | None]) -> pa.Array:
-    value_type = pa.list_(pa.list_(pa.float32()))
-    return pa.array(
-        [None if m is None else np.asarray(m, dtype=np.float32).tolist() for m in matrices], type=value_type
+_MATRIX = pa.list_(pa.list_(pa.float32()))
+#: The table's Arrow schema (the simulator's streamed writer uses it too).
+SCHEMA = pa.schema(
+    [
+        ("mouse", pa.string()),
+        ("tier", pa.string()),
+        ("trial_indices", pa.int64()),
+        ("stimulus_id", pa.string()),
+        ("stimulus_type", pa.string()),
+        ("neuron_ids", pa.list_(pa.int64())),
+        ("responses", _MATRIX),
+        ("rates", _MATRIX),
+    ]
+)
+
+
+def solutions_table(rows: list[dict]) -> pa.Table:
+    """Solution rows (dicts with the columns above; arrays as numpy, ``rates`` may be None) as
+    an Arrow table, built from the arrays' buffers (Python lists of a full-size mouse would
+    need tens of GB)."""
+    ids = [np.asarray(r["neuron_ids"], dtype=np.int64) for r in rows]
+    neuron_ids = pa.ListArray.from_arrays(
+        pa.array(_offsets([len(i) for i in ids])), pa.array(np.concatenate([np.zeros(0, np.int64), *ids]))
     )
+    return pa.table(
+        [
+            pa.array([r["mouse"] for r in rows], pa.string()),
+            pa.array([r["tier"] for r in rows], pa.string()),
+            pa.array([int(r["trial_indices"]) for r in rows], pa.int64()),
+            pa.array([str(r["stimulus_id"]) for r in rows], pa.string()),
+            pa.array([str(r["stimulus_type"]) for r in rows], pa.string()),
+            neuron_ids,
+            _nested([r["responses"] for r in rows]),
+            _nested([r.get("rates") for r in rows]),
+        ],
+        schema=SCHEMA,
+    )
+
+
+def _offsets(lengths: list[int] | np.ndarray) -> np.ndarray:
+    offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+    if offsets[-1] >= 2**31:
+        raise ValueError(f"{offsets[-1]} values in one table: more than list offsets can address")
+    return offsets.astype(np.int32)
+
+
+def _nested(matrices: list[np.ndarray | None]) -> pa.Array:
+    """``list<list<float32>>`` of 2-D arrays (rows become the inner lists; None a null row)."""
+    arrays = [None if m is None else np.asarray(m, dtype=np.float32) for m in matrices]
+    shapes = [(0, 0) if a is None else a.shape for a in arrays]
+    inner_lengths = np.concatenate([np.zeros(0, np.int64), *(np.full(rows, cols, np.int64) for rows, cols in shapes)])
+    values = np.concatenate([np.zeros(0, np.float32), *(a.ravel() for a in arrays if a is not None)])
+    inner = pa.ListArray.from_arrays(pa.array(_offsets(inner_lengths)), pa.array(values, type=pa.float32()))
+    mask = pa.array([m is None for m in matrices], pa.bool_())
+    return pa.ListArray.from_arrays(pa.array(_offsets([rows for rows, _ in shapes])), inner, mask=mask)
 
 
 def write_solutions(path: str | Path, rows: list[dict]) -> None:
     """Write solution rows (dicts with the columns above; arrays as numpy) atomically."""
-    table = pa.table(
-        {
-            "mouse": pa.array([r["mouse"] for r in rows], pa.string()),
-            "tier": pa.array([r["tier"] for r in rows], pa.string()),
-            "trial_indices": pa.array([int(r["trial_indices"]) for r in rows], pa.int64()),
-            "stimulus_id": pa.array([str(r["stimulus_id"]) for r in rows], pa.string()),
-            "stimulus_type": pa.array([str(r["stimulus_type"]) for r in rows], pa.string()),
-            "neuron_ids": pa.array(
-                [np.asarray(r["neuron_ids"], dtype=np.int64).tolist() for r in rows], pa.list_(pa.int64())
-            ),
-            "responses": _matrix_column([r["responses"] for r in rows]),
-            "rates": _matrix_column([r.get("rates") for r in rows]),
-        }
-    )
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="brotli")
+        pq.write_table(solutions_table(rows), tmp, compression="brotli")
 
 
 def read_solutions(path: str | Path) -> pd.DataFrame:
@@ -89,30 +126,29 @@ def read_solutions(path: str | Path) -> pd.DataFrame:
     return frame
 
 
+def _scalars(column: pa.ChunkedArray) -> Iterator[pa.Scalar]:
+    for chunk in column.chunks:
+        for i in range(len(chunk)):
+            yield chunk[i]
+
+
 def _row_values(column: pa.ChunkedArray) -> list[np.ndarray | None]:
     """Each row of a ``list<...>`` column as a numpy array of its values (None for null rows),
     taken from the Arrow buffers: Python lists of a full-size mouse would need tens of GB."""
-    out: list[np.ndarray | None] = []
-    for chunk in column.chunks:
-        for i in range(len(chunk)):
-            scalar = chunk[i]
-            out.append(scalar.values.to_numpy(zero_copy_only=False) if scalar.is_valid else None)
-    return out
+    return [s.values.to_numpy(zero_copy_only=False) if s.is_valid else None for s in _scalars(column)]
 
 
 def _matrices(path: Path, name: str, column: pa.ChunkedArray) -> list[np.ndarray | None]:
     """Each row of a ``list<list<float32>>`` column as a float32 ``(N, T)`` array (or None)."""
     out: list[np.ndarray | None] = []
-    for chunk in column.chunks:
-        for i in range(len(chunk)):
-            scalar = chunk[i]
-            if not scalar.is_valid:
-                out.append(None)
-                continue
-            rows = scalar.values  # one list per neuron
-            lengths = rows.value_lengths().to_numpy(zero_copy_only=False) if len(rows) else np.zeros(0, np.int64)
-            if lengths.size and (lengths != lengths[0]).any():
-                raise SolutionsError(path, f"row {len(out)}: {name} has neurons of different lengths")
-            values = rows.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-            out.append(values.reshape(len(rows), int(lengths[0]) if lengths.size else 0))
+    for row, scalar in enumerate(_scalars(column)):
+        if not scalar.is_valid:
+            out.append(None)
+            continue
+        rows = scalar.values  # one list per neuron
+        lengths = rows.value_lengths().to_numpy(zero_copy_only=False) if len(rows) else np.zeros(0, np.int64)
+        if lengths.size and (lengths != lengths[0]).any():
+            raise SolutionsError(path, f"row {row}: {name} has neurons of different lengths")
+        values = rows.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        out.append(values.reshape(len(rows), int(lengths[0]) if lengths.size else 0))
     return out

@@ -7,10 +7,8 @@ nothing that grows with the number of trials stays in memory:
   read with ``pwrite``/``pread``. Not a memory map on purpose: the pages of a written map
   count in the process's resident memory until the kernel drops them, the pages of a plain
   file only in the OS cache.
-* :class:`SolutionsStream` writes the solutions table (the schema of
-  :func:`sensorium_pipeline.solutions.write_solutions`) a few rows at a time, as row groups
-  of one Parquet file, building the nested list columns from the arrays' buffers instead of
-  Python lists.
+* :class:`SolutionsStream` writes the solutions table a few rows at a time, as row groups of
+  one Parquet file (each built by :func:`sensorium_pipeline.solutions.solutions_table`).
 * :class:`OrderedWorker` runs the writes of one trial on a background thread while the next
   trial is computed.
 """
@@ -27,8 +25,9 @@ from pathlib import Path
 from typing import Self
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
+
+from ..solutions import SCHEMA, solutions_table
 
 #: Raw bytes of the solution rows buffered before they are written as one row group.
 ROW_GROUP_BYTES = 64 * 2**20
@@ -37,19 +36,6 @@ ROW_GROUP_BYTES = 64 * 2**20
 BROTLI_LEVEL = 1
 #: Columns worth a dictionary; the float matrices are all distinct values.
 _DICTIONARY_COLUMNS = ["mouse", "tier", "stimulus_id", "stimulus_type", "neuron_ids"]
-_MATRIX = pa.list_(pa.list_(pa.float32()))
-SCHEMA = pa.schema(
-    [
-        ("mouse", pa.string()),
-        ("tier", pa.string()),
-        ("trial_indices", pa.int64()),
-        ("stimulus_id", pa.string()),
-        ("stimulus_type", pa.string()),
-        ("neuron_ids", pa.list_(pa.int64())),
-        ("responses", _MATRIX),
-        ("rates", _MATRIX),
-    ]
-)
 
 
 class RecordFile:
@@ -121,18 +107,6 @@ class RecordFile:
         self.close()
 
 
-def _nested(matrices: list[np.ndarray]) -> pa.Array:
-    """``list<list<float32>>`` of 2-D float32 arrays (rows become the inner lists), from their buffers."""
-    lengths = np.concatenate([np.full(m.shape[0], m.shape[1], dtype=np.int64) for m in matrices])
-    values = np.concatenate([np.ascontiguousarray(m, dtype=np.float32).ravel() for m in matrices])
-    if len(values) >= 2**31:
-        raise ValueError(f"{len(values)} values in one row group: more than list offsets can address")
-    inner_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-    outer_offsets = np.concatenate([[0], np.cumsum([m.shape[0] for m in matrices])]).astype(np.int32)
-    inner = pa.ListArray.from_arrays(pa.array(inner_offsets), pa.array(values, type=pa.float32()))
-    return pa.ListArray.from_arrays(pa.array(outer_offsets), inner)
-
-
 class SolutionsStream:
     """Write solution rows (the dicts of ``write_solutions``, ``rates`` given) as they come, in that order.
 
@@ -167,24 +141,7 @@ class SolutionsStream:
         if self._writer is None:
             raise ValueError(f"{self.path} is closed")
         rows, self._rows, self._bytes = self._rows, [], 0
-        ids = [np.asarray(r["neuron_ids"], dtype=np.int64) for r in rows]
-        neuron_ids = pa.ListArray.from_arrays(
-            pa.array(np.concatenate([[0], np.cumsum([len(i) for i in ids])]).astype(np.int32)),
-            pa.array(np.concatenate(ids), type=pa.int64()),
-        )
-        table = pa.table(
-            [
-                pa.array([r["mouse"] for r in rows], pa.string()),
-                pa.array([r["tier"] for r in rows], pa.string()),
-                pa.array([int(r["trial_indices"]) for r in rows], pa.int64()),
-                pa.array([str(r["stimulus_id"]) for r in rows], pa.string()),
-                pa.array([str(r["stimulus_type"]) for r in rows], pa.string()),
-                neuron_ids,
-                _nested([r["responses"] for r in rows]),
-                _nested([r["rates"] for r in rows]),
-            ],
-            schema=SCHEMA,
-        )
+        table = solutions_table(rows)
         self._writer.write_table(table, row_group_size=len(rows))
 
     def close(self) -> None:

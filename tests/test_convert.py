@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import zarr
 
 from sensorium_pipeline.archive import open_archive
 from sensorium_pipeline.convert import convert_archive, same_bits
 from sensorium_pipeline.errors import ArchiveError, ConfigError, StoreError
 from sensorium_pipeline.layout import MODALITIES, NO_FILES, STATISTICS, TIERS_MEMBER, UNIT_IDS_MEMBER, data_member
-from sensorium_pipeline.store import PHASH_COLUMN, STORE_FORMAT, TRIAL_COLUMNS, open_mouse
+from sensorium_pipeline.store import PHASH_COLUMN, STORE_FORMAT, TRIAL_COLUMNS, ZARR_NAME, open_mouse
 from factories import MOUSE, flip_member_bytes, npy_bytes, rewrite_zip, simulate_small
 
 
@@ -127,7 +126,7 @@ def test_uncompressed_store_holds_the_same_values_and_says_so(archive_path, conv
         assert b.array(modality).compressors == ()
         assert same_bits(np.asarray(a.array(modality)[...]), np.asarray(b.array(modality)[...])), modality
     size = {
-        name: sum(f.stat().st_size for f in (root / "store.zarr" / "responses").rglob("*") if f.is_file())
+        name: sum(f.stat().st_size for f in (root / ZARR_NAME / "responses").rglob("*") if f.is_file())
         for name, root in (("lz4", out), ("none", plain))
     }
     assert size["lz4"] < size["none"]
@@ -154,7 +153,7 @@ def test_float64_archive_converts_to_float32_and_float64(tmp_path):
 def test_rerun_replaces_the_store_and_clears_stale_temporaries(archive_path, tmp_path):
     out = tmp_path / MOUSE
     stale = tmp_path / f".{MOUSE}.tmp-999999999-0badc0de"  # left by a killed run
-    (stale / "store.zarr").mkdir(parents=True)
+    (stale / ZARR_NAME).mkdir(parents=True)
     out.mkdir()
     (out / "old-file").write_text("from an earlier conversion")
     convert_archive(archive_path, out, verify_trials=1)
@@ -332,7 +331,7 @@ def test_store_from_an_older_converter_says_reconvert(converted, tmp_path):
     out, _, _ = converted
     old = tmp_path / MOUSE
     shutil.copytree(out, old)
-    shutil.rmtree(old / "store.zarr" / "neuron_statistics")
+    shutil.rmtree(old / ZARR_NAME / "neuron_statistics")
     trials = pd.read_parquet(old / "trials.parquet").drop(columns=[PHASH_COLUMN])
     trials.to_parquet(old / "trials.parquet", index=False)
     store = open_mouse(old)

@@ -295,11 +295,12 @@ class Archive:
         if data is None:
             return
         for modality in MODALITIES:
-            info = self._members.get(data_member(self.root, modality, int(trial_id)))
+            name = data_member(self.root, modality, int(trial_id))
+            info = self._members.get(name)
             if info is None or info.compress_type != zipfile.ZIP_STORED:
                 continue
             start = info.header_offset - info.header_offset % mmap.PAGESIZE
-            end = min(len(data), info.header_offset + _LOCAL_HEADER.size + 1024 + info.compress_size)
+            end = min(len(data), self._data_offset(name, info, data) + info.compress_size)
             data.madvise(mmap.MADV_DONTNEED, start, end - start)
 
     def statistic(self, modality: str, stat: str) -> np.ndarray:
@@ -410,6 +411,18 @@ class Archive:
         header's signature and name, the length, the CRC.
         """
         data = self._mapped()
+        offset = self._data_offset(name, info, data)
+        view = memoryview(data)[offset : offset + info.compress_size]
+        if len(view) != info.compress_size:
+            raise self._error(name, f"corrupted (truncated: {len(view)} of {info.compress_size} bytes present)")
+        if crc32(view) != info.CRC:
+            raise self._error(name, f"corrupted (BadZipFile: Bad CRC-32 for file {info.filename!r})")
+        header = self._header(name, io.BytesIO(view[:_NPY_HEADER_MAX]))  # also checks the length
+        array = np.frombuffer(view, dtype=header.dtype, count=int(np.prod(header.shape)), offset=header.offset)
+        return array.reshape(header.shape, order="F" if header.fortran_order else "C")  # read-only, over the map
+
+    def _data_offset(self, name: str, info: zipfile.ZipInfo, data: mmap.mmap) -> int:
+        """Where a member's bytes start in the file, after its local header (checked as zipfile does)."""
         start = info.header_offset
         local = data[start : start + _LOCAL_HEADER.size]
         if len(local) != _LOCAL_HEADER.size:
@@ -420,15 +433,7 @@ class Archive:
             "utf-8" if info.flag_bits & 0x800 else "cp437"
         ):
             raise self._error(name, "corrupted (BadZipFile: bad local file header)")
-        offset = name_start + name_length + extra_length
-        view = memoryview(data)[offset : offset + info.compress_size]
-        if len(view) != info.compress_size:
-            raise self._error(name, f"corrupted (truncated: {len(view)} of {info.compress_size} bytes present)")
-        if crc32(view) != info.CRC:
-            raise self._error(name, f"corrupted (BadZipFile: Bad CRC-32 for file {info.filename!r})")
-        header = self._header(name, io.BytesIO(view[:_NPY_HEADER_MAX]))  # also checks the length
-        array = np.frombuffer(view, dtype=header.dtype, count=int(np.prod(header.shape)), offset=header.offset)
-        return array.reshape(header.shape, order="F" if header.fortran_order else "C")  # read-only, over the map
+        return name_start + name_length + extra_length
 
     def _valid_frames(self, name: str, array: np.ndarray) -> int:
         """Frames before the trailing NaN padding; NaN anywhere else is an error.

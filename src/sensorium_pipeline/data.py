@@ -680,8 +680,6 @@ def window_loader(
     )
 
 
-
-
 class WindowSampler:
     """Random training windows: a mouse (uniformly, by training trials or by given weights), then
     ``batch_size`` (trial, start) pairs of it, each ``window_frames`` frames taken every ``frame_step``.

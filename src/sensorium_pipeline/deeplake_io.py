@@ -41,7 +41,7 @@ import zarr
 from .atomic import atomic_path, remove_stale_temporaries
 from .convert import DEFAULT_COMPRESSION, check_options, same_bits, verify_rows
 from .deeplake_url import DeepLakeError, dataset_path
-from .errors import ConfigError, SensoriumError
+from .errors import SensoriumError
 from .layout import MODALITIES, STATISTICS, TIERS, TRAIN
 from .store import ZARR_NAME, MouseStore, open_mouse
 from .store_writer import StoreShape, StoreWriter, frame_shape

@@ -201,7 +201,10 @@ def record(kind: str, path: Path) -> None:
     init_state = {k: v.clone() for k, v in model.state_dict().items()}
     randomise(model, data, seed=1)
     gen = torch.Generator().manual_seed(7)
-    video = torch.randn(2, 3, frames, height, width, generator=gen)
+    # channel 0 the video, channels 1-2 the behaviour broadcast over space (as the kit's loader stacks them)
+    video = torch.randn(2, 1, frames, height, width, generator=gen)
+    behavior = torch.randn(2, 2, frames, generator=gen)
+    video = torch.cat([video, behavior[:, :, :, None, None].expand(-1, -1, -1, height, width)], dim=1)
     pupil = torch.randn(2, 2, frames, generator=gen)
     out: dict = {
         "kind": kind,

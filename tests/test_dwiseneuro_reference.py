@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from sensorium_pipeline.losses import mice_poisson_loss, poisson_nll
 from sensorium_pipeline.models import ModelConfig, MouseMeta, build_model, load_trained
 from sensorium_pipeline.models.import_weights import (
     REFERENCE_MICE,
@@ -176,3 +177,45 @@ def test_a_checkpoint_of_another_architecture_is_refused():
     with pytest.raises(WeightsError, match="stem_kernel"):
         reference_model(params)
     assert isinstance(reference_model(reference_params(6)).config, ModelConfig)
+
+
+def test_our_loss_equals_the_reference_loss_on_the_recorded_batch(imported, recorded):
+    video, behavior, pupil = time_first(
+        recorded["window_video"], recorded["window_behavior"], recorded["window_pupil_center"]
+    )
+    weights = torch.from_numpy(recorded["loss_weights"])  # (samples, mice)
+    rates, targets, sample_weights = [], [], []
+    with torch.no_grad():
+        for k, mouse in enumerate(FIXTURE_MICE):
+            keep = weights[:, k] != 0
+            rates.append(imported.model(video[keep], behavior[keep], pupil[keep], mouse))
+            targets.append(torch.from_numpy(recorded[f"loss_target_{k}"]).transpose(1, 2)[keep])
+            sample_weights.append(weights[keep, k])
+    loss = mice_poisson_loss(rates, targets, sample_weights)
+    assert loss.item() == pytest.approx(float(recorded["loss"]), rel=1e-6)
+    # the reduction matters: a plain mean over elements is another number
+    assert torch.cat([poisson_nll(r, t).flatten() for r, t in zip(rates, targets)]).mean() != pytest.approx(
+        loss.item(), rel=1e-2
+    )
+
+
+def test_the_import_command_writes_a_model_from_our_stores(tmp_path, recorded):
+    from factories import make_store
+
+    from sensorium_pipeline.__main__ import main
+
+    stores = [str(make_store(tmp_path / m, mouse=m, n_neurons=n)) for m, n in zip(FIXTURE_MICE, (7, 10))]
+    out = tmp_path / "model.pt"
+    argv = ["import-weights", str(CHECKPOINT_DIR.parent), "--fold", "0", "--out", str(out), "--mice", *FIXTURE_MICE]
+    assert main([*argv, *(a for s in stores for a in ("--store", s))]) == 0
+    trained = load_trained(out)
+    assert trained.mice[1].n_neurons == 10 and trained.extra["fold"] == 0
+    video, behavior, pupil = time_first(
+        recorded["window_video"], recorded["window_behavior"], recorded["window_pupil_center"]
+    )
+    with torch.no_grad():
+        ours = trained.model(video, behavior, pupil, "mouse-b").numpy()
+    np.testing.assert_allclose(ours, recorded["window_output_1"].transpose(0, 2, 1), rtol=1e-5, atol=1e-5)
+    # the stores must hold the checkpoint's neurons: mouse-b with 9 is refused, naming it
+    make_store(tmp_path / "short", mouse="mouse-b", n_neurons=9)
+    assert main([*argv, "--store", stores[0], "--store", str(tmp_path / "short")]) == 2

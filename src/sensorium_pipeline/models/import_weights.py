@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..errors import ConfigError, PathError
@@ -355,3 +356,33 @@ def import_checkpoint(
     }
     save_trained(out, model, ref.config, ordered, extra)
     return model
+
+
+def store_meta(store: str | Path) -> MouseMeta:
+    """A mouse's neurons (unit ids, coordinates) as our converted store has them."""
+    from ..store import open_mouse
+
+    mouse = open_mouse(store)
+    return MouseMeta(mouse.mouse, np.asarray(mouse.unit_ids), np.asarray(mouse.coordinates))
+
+
+def import_fold(
+    experiment_dir: str | Path,
+    fold: int,
+    stores: Sequence[str | Path],
+    out: str | Path,
+    *,
+    reference_mice: Sequence[str] | None = None,
+) -> Path:
+    """Import the best checkpoint of ``<experiment_dir>/fold_<fold>/`` for the mice of ``stores``
+    (``reference_mice``: the checkpoint's readout order; default the reference's ten mice).
+    Returns the checkpoint it read."""
+    checkpoint = fold_checkpoint(experiment_dir, fold)
+    import_checkpoint(
+        checkpoint,
+        [store_meta(s) for s in stores],
+        out,
+        fold=int(fold),
+        reference_mice=REFERENCE_MICE if reference_mice is None else tuple(reference_mice),
+    )
+    return checkpoint

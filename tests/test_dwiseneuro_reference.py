@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from sensorium_pipeline.data import MouseData
 from sensorium_pipeline.losses import mice_poisson_loss, poisson_nll
 from sensorium_pipeline.models import ModelConfig, MouseMeta, build_model, load_trained
 from sensorium_pipeline.models.import_weights import (
@@ -23,6 +24,7 @@ from sensorium_pipeline.models.import_weights import (
     read_checkpoint,
     reference_model,
 )
+from sensorium_pipeline.predict import default_stride, predict_windows
 from sensorium_pipeline.train import load_model_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -219,3 +221,39 @@ def test_the_import_command_writes_a_model_from_our_stores(tmp_path, recorded):
     # the stores must hold the checkpoint's neurons: mouse-b with 9 is refused, naming it
     make_store(tmp_path / "short", mouse="mouse-b", n_neurons=9)
     assert main([*argv, "--store", stores[0], "--store", str(tmp_path / "short")]) == 2
+
+
+def recorded_trial(recorded, n_neurons: int) -> MouseData:
+    """The fixture's raw trial as a held mouse (raw inputs, as an ``inputs: raw`` model reads them)."""
+    video, behavior, pupil = time_first(recorded["trial_video"], recorded["trial_behavior"], recorded["trial_pupil_center"])
+    frames = video.shape[0]
+    return MouseData(
+        mouse="mouse-a",
+        path=Path("fixture"),
+        trial_ids=np.array([1]),
+        tiers=np.array(["oracle"]),
+        stimulus_groups=np.array([0]),
+        n_frames=np.array([frames]),
+        videos=video.numpy()[None].astype(np.float16),
+        behavior=behavior.numpy()[None],
+        pupil_center=pupil.numpy()[None],
+        responses=None,
+        unit_ids=np.arange(n_neurons),
+        coordinates=np.zeros((n_neurons, 3)),
+    )
+
+
+def test_our_predictor_averages_every_window_offset_as_the_reference(imported, recorded):
+    model = imported.model
+    window = imported.extra["training"]["window_frames"]
+    stride = default_stride(window, model.context_frames, model.lookahead_frames)
+    assert stride == 1
+    for k, mouse in enumerate(FIXTURE_MICE):
+        data = dataclasses.replace(recorded_trial(recorded, model.n_neurons(mouse)), mouse=mouse)
+        ours = predict_windows(
+            model, data, [0], window_frames=window, stride=stride, batch_size=8, device=torch.device("cpu")
+        )[0]
+        np.testing.assert_allclose(ours, recorded[f"trial_prediction_{k}"].T, rtol=1e-5, atol=1e-5)
+    # the old default (windows every half window) is not the reference's average
+    half = predict_windows(model, data, [0], window_frames=window, stride=8, batch_size=8, device=torch.device("cpu"))
+    assert not np.allclose(half[0], recorded["trial_prediction_1"].T, rtol=1e-3)

@@ -39,7 +39,7 @@ from .distill import DistillConfig, Teacher, other_mice
 from .ema import ModelEma
 from .errors import ConfigError, PathError, StoreError
 from .folds import GROUPINGS, pooled_folds, split_rows
-from .layout import LABELLED_TIERS, TIERS, VIDEO_HEIGHT, VIDEO_WIDTH
+from .layout import LABELLED_TIERS, TEST_TIERS, TIERS, VIDEO_HEIGHT, VIDEO_WIDTH
 from .metrics import corr
 from .models import ModelConfig, MouseMeta, build_model, save_trained
 from .models.config import reject_unknown
@@ -568,6 +568,9 @@ def train(
     out_model, out_metrics_csv, checkpoint_dir = Path(out_model), Path(out_metrics_csv), Path(checkpoint_dir)
 
     inputs = getattr(model_config, "inputs", "official")
+    tested = [t for t in labelled_tiers if t in TEST_TIERS]
+    if tested:
+        log(f"training on the test tiers {tested} where an archive releases them: their local scores are not held out")
     data = load_sources(
         store_dirs, lambda store: released_tiers(store, labelled_tiers, log=log), mode=cfg.data_mode, device=device,
         log=log, inputs=inputs, targets=cfg.targets,

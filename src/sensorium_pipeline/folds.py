@@ -112,11 +112,13 @@ def pooled_folds(
     n_folds: int,
     seed: int,
     near_groups: dict[str, np.ndarray] | None = None,
+    *,
+    tiers: Sequence[str] = LABELLED_TIERS,
 ) -> dict[str, np.ndarray]:
     """Folds of several mice at once: ``mice[m]`` has ``tier`` and ``stimulus_group`` per trial;
     ``near_groups[m]`` (optional) are perceptual-hash group ids of the same trials, comparable
     across mice (made over the pooled hashes), so a video shown to two mice lands in one fold.
-    Returns each mouse's fold ids."""
+    ``tiers`` are the labelled tiers dealt to folds (others get ``-1``). Returns each mouse's fold ids."""
     names = sorted(mice)
     keys = [f"{m}\x00{g}" for m in names for g in mice[m]["stimulus_group"].tolist()]
     labels: list[Sequence] = [keys]
@@ -128,7 +130,7 @@ def pooled_folds(
             "stimulus_group": trial_groups(*labels),
         }
     )
-    folds = assign_folds(pooled, n_folds, seed)
+    folds = assign_folds(pooled, n_folds, seed, tiers)
     out, start = {}, 0
     for m in names:
         out[m] = folds[start : start + len(mice[m])]

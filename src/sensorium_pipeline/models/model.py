@@ -9,7 +9,7 @@ video ``(B, T, H, W)``, behaviour and pupil centre ``(B, T, 2)``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -203,10 +203,29 @@ class SensoriumModel(nn.Module):
             raise KeyError(f"the model knows no mouse {mouse!r}; it was built for {self.mice}")
         return self._index[mouse]
 
+    def encode(
+        self,
+        video: torch.Tensor,
+        behavior: torch.Tensor,
+        pupil_center: torch.Tensor,
+        mix: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """The shared part: input stack and core (and feature dropout), once for windows of any
+        mice. ``mix`` (CutMix, :mod:`sensorium_pipeline.cutmix`) maps the stacked input
+        ``(B, C, T, h, w)`` to the one the core sees (it may drop windows: CutMix partners)."""
+        x = self.inputs(video, behavior, pupil_center)
+        if mix is not None:
+            x = mix(x)
+        return self.dropout(self.core(x))
+
+    def decode(self, features: torch.Tensor, mouse: str, pupil_center: torch.Tensor) -> torch.Tensor:
+        """``mouse``'s rates ``(B, T, n_neurons)`` from :meth:`encode`'s features (its shifter
+        reads ``pupil_center``)."""
+        key = self._key(mouse)
+        shift = self.shifters[key](pupil_center) if key in self.shifters else None
+        return self.nonlinearity(self.readouts[key](features, shift))
+
     def forward(
         self, video: torch.Tensor, behavior: torch.Tensor, pupil_center: torch.Tensor, mouse: str
     ) -> torch.Tensor:
-        key = self._key(mouse)
-        features = self.dropout(self.core(self.inputs(video, behavior, pupil_center)))
-        shift = self.shifters[key](pupil_center) if key in self.shifters else None
-        return self.nonlinearity(self.readouts[key](features, shift))
+        return self.decode(self.encode(video, behavior, pupil_center), mouse, pupil_center)

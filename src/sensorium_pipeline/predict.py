@@ -168,7 +168,7 @@ def predict_mouse(
     trained = load_trained(model_path, torch_device)
     model = trained.model
     inputs = trained.model_config.inputs
-    data = load_mouse(store_dir, tiers, responses=False, **({} if inputs == "official" else {"inputs": inputs}))
+    data = load_mouse(store_dir, tiers, responses=False, inputs=inputs)
     if data.mouse not in trained.model.mice:
         raise PredictionError(store_dir, f"mouse {data.mouse!r} is not one of the model's mice {trained.model.mice}")
     if not np.array_equal(trained.meta(data.mouse).unit_ids, data.unit_ids):

@@ -24,7 +24,13 @@ def published_config(tmp_path, **entry):
     base = yaml.safe_load((ROOT / "tests/configs/tiny.yaml").read_text())
     mice = [m["name"] for m in base["mice"]]
     model = {"name": "published", "weights": str(WEIGHTS), "mice": mice, **entry}
-    return tiny_config(tmp_path, models=[model], prediction={"window_frames": None, "stride": None})
+    # fewer test trials and windows every 8 frames keep the CPU run short (the reference's
+    # every-offset average, stride 1, is checked against its recording in test_dwiseneuro_reference)
+    tiers = {tier: {"n_stimuli": 1, "n_repeats": 2} for tier in base["simulation"]["defaults"]["tiers"]}
+    simulation = {"defaults": {**base["simulation"]["defaults"], "tiers": tiers}}
+    return tiny_config(
+        tmp_path, models=[model], simulation=simulation, prediction={"window_frames": None, "stride": 8}
+    )
 
 
 def test_published_weights_reach_a_valid_submission_without_training(tmp_path):

@@ -11,6 +11,10 @@ from sensorium_pipeline.models.import_weights import import_fold
 smk = snakemake  # noqa: F821
 with log_to(smk.log[0]) as log:
     checkpoint = import_fold(
-        smk.params.experiment, int(smk.wildcards.fold), smk.input.stores, smk.output.model, reference_mice=smk.params.mice
+        smk.params.experiment,
+        int(smk.wildcards.fold),
+        smk.input.stores,
+        smk.output.model,
+        reference_mice=smk.params.mice,
     )
     log.info("imported %s as %s", checkpoint, smk.output.model)

@@ -87,7 +87,10 @@ def test_importing_names_an_unmapped_or_a_missing_tensor(tmp_path):
     params, state = read_checkpoint(best_checkpoint(CHECKPOINT_DIR))
     for broken, word in (
         ({**state, "core.blocks.1.extra_gate.weight": torch.zeros(1)}, "core.blocks.1.extra_gate.weight"),
-        ({k: v for k, v in state.items() if k != "cortex.layers.1.bn_sc.bn.running_var"}, "core.cortex.1.norm_shortcut"),
+        (
+            {k: v for k, v in state.items() if k != "cortex.layers.1.bn_sc.bn.running_var"},
+            "core.cortex.1.norm_shortcut",
+        ),
         ({**state, "readouts.1.layer.1.bias": torch.zeros(3)}, "readouts.1.layer.1.bias: shape"),
     ):
         path = tmp_path / "model-001-0.5.pth"
@@ -225,7 +228,9 @@ def test_the_import_command_writes_a_model_from_our_stores(tmp_path, recorded):
 
 def recorded_trial(recorded, n_neurons: int) -> MouseData:
     """The fixture's raw trial as a held mouse (raw inputs, as an ``inputs: raw`` model reads them)."""
-    video, behavior, pupil = time_first(recorded["trial_video"], recorded["trial_behavior"], recorded["trial_pupil_center"])
+    video, behavior, pupil = time_first(
+        recorded["trial_video"], recorded["trial_behavior"], recorded["trial_pupil_center"]
+    )
     frames = video.shape[0]
     return MouseData(
         mouse="mouse-a",

@@ -43,7 +43,8 @@ def mice_poisson_loss(
     loss = rates[0].new_zeros(())
     for r, t, w in zip(rates, targets, weights, strict=True):
         if r.shape != t.shape or w.shape != r.shape[:1]:
-            raise ValueError(f"mice_poisson_loss: rates {tuple(r.shape)}, targets {tuple(t.shape)}, weights {tuple(w.shape)}")
+            shapes = f"rates {tuple(r.shape)}, targets {tuple(t.shape)}, weights {tuple(w.shape)}"
+            raise ValueError(f"mice_poisson_loss: {shapes}")
         per_sample = poisson_nll(r, t.to(r.dtype), eps).flatten(1).sum(1)
         loss = loss + (per_sample * w.to(per_sample.dtype)).sum()
     return loss / total_weight

@@ -193,7 +193,10 @@ def _drop_width_axis(x: torch.Tensor) -> torch.Tensor:
     return x.squeeze(-1)
 
 
-def _rules(n_blocks: int, readout_keys: Sequence[str]) -> list[tuple[re.Pattern[str], Callable[[re.Match[str]], str], Reshape]]:
+Rule = tuple[re.Pattern[str], Callable[[re.Match[str]], str], Reshape]
+
+
+def _rules(n_blocks: int, readout_keys: Sequence[str]) -> list[Rule]:
     """``(reference key pattern, our key, reshape)``. The reference interleaves a position
     encoding (module ``2i``) with each block (module ``2i + 1``)."""
 
@@ -215,7 +218,11 @@ def _rules(n_blocks: int, readout_keys: Sequence[str]) -> list[tuple[re.Pattern[
         (re.compile(rf"core\.stem\.1\.bn\.{_BN}"), lambda m: f"core.stem.1.{m.group(1)}", _same),
         (re.compile(rf"{b}conv_pw\.0\.weight"), lambda m: f"core.blocks.{block(m)}.expand.weight", _same),
         (re.compile(rf"{b}conv_pw\.1\.bn\.{_BN}"), lambda m: f"core.blocks.{block(m)}.norm_expand.{m.group(2)}", _same),
-        (re.compile(rf"{b}spat_covn_dw\.0\.weight"), lambda m: f"core.blocks.{block(m)}.spatial.weight", _drop_time_axis),
+        (
+            re.compile(rf"{b}spat_covn_dw\.0\.weight"),
+            lambda m: f"core.blocks.{block(m)}.spatial.weight",
+            _drop_time_axis,
+        ),
         (
             re.compile(rf"{b}spat_covn_dw\.1\.bn\.{_BN}"),
             lambda m: f"core.blocks.{block(m)}.norm_spatial.{m.group(2)}",
@@ -244,7 +251,11 @@ def _rules(n_blocks: int, readout_keys: Sequence[str]) -> list[tuple[re.Pattern[
         ),
         (re.compile(rf"{b}bn_sc\.bn\.{_BN}"), lambda m: f"core.blocks.{block(m)}.shortcut.norm.{m.group(2)}", _same),
         (re.compile(r"cortex\.layers\.(\d+)\.conv\.weight"), lambda m: f"core.cortex.{m.group(1)}.conv.weight", _same),
-        (re.compile(rf"cortex\.layers\.(\d+)\.bn\.bn\.{_BN}"), lambda m: f"core.cortex.{m.group(1)}.norm.{m.group(2)}", _same),
+        (
+            re.compile(rf"cortex\.layers\.(\d+)\.bn\.bn\.{_BN}"),
+            lambda m: f"core.cortex.{m.group(1)}.norm.{m.group(2)}",
+            _same,
+        ),
         (
             re.compile(rf"cortex\.layers\.(\d+)\.bn_sc\.bn\.{_BN}"),
             lambda m: f"core.cortex.{m.group(1)}.norm_shortcut.{m.group(2)}",
@@ -333,7 +344,8 @@ def import_checkpoint(
     ref = reference_model(params, checkpoint)
     if len(reference_mice) != len(ref.readout_sizes):
         raise WeightsError(
-            checkpoint, f"{len(ref.readout_sizes)} readouts in the checkpoint but {len(reference_mice)} mice named for them"
+            checkpoint,
+            f"{len(ref.readout_sizes)} readouts in the checkpoint but {len(reference_mice)} mice named for them",
         )
     by_name = {m.name: m for m in mice}
     if set(by_name) != set(reference_mice):
@@ -344,7 +356,8 @@ def import_checkpoint(
     for meta, size in zip(ordered, ref.readout_sizes, strict=True):
         if meta.n_neurons != size:
             raise WeightsError(
-                checkpoint, f"mouse {meta.name}: {meta.n_neurons} neurons in our store, {size} in the checkpoint's readout"
+                checkpoint,
+                f"mouse {meta.name}: {meta.n_neurons} neurons in our store, {size} in the checkpoint's readout",
             )
     model = SensoriumModel(ref.config, ordered)
     model.load_state_dict(map_state_dict(state, model, checkpoint))

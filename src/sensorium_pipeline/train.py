@@ -1,18 +1,22 @@
-"""Train one model config on one fold of the given mice, resumably, the winners' way.
+"""Train one model config on one fold of the given mice, resumably, as the references train.
 
-``train`` is a plain function of its inputs: Poisson loss, AdamW with a linear warm-up per step
-then a per-step cosine decay (or reduce-on-plateau, or constant), an EMA of the weights
-(validated and saved instead of the raw weights when on), CutMix on the video windows, bf16
-autocast on CUDA, gradient accumulation (``batch_size`` windows per micro-batch,
-``grad_accumulation`` micro-batches per optimiser step, each micro-batch of one mouse), early
-stopping on the validation single-trial correlation, and optionally distillation from a
-first-stage teacher (:mod:`distill`).
+``train`` is a plain function of its inputs: Poisson loss on targets clipped at 0 (official
+normalised responses, or raw ones as the 1st-place entry: ``targets``), AdamW with a linear
+warm-up per step then a per-step cosine decay (or reduce-on-plateau, or constant), an EMA of the
+weights (validated and saved instead of the raw weights when on), CutMix per window, bf16
+autocast on CUDA, gradient accumulation, early stopping on the validation single-trial
+correlation (optionally several times, restoring the best weights: the starter kit), and
+optionally distillation from a first-stage teacher (:mod:`distill`). ``batching`` groups a
+step's windows: one mouse per batch, mixed mice through one core pass (the 1st-place entry), or
+one batch of every mouse per optimiser step (the starter kit), each with its reference's loss
+reduction.
 
 After every epoch the whole training state (weights, EMA, optimiser, scheduler, random
 states, best weights, early-stopping counters, metrics so far) is written atomically to
 ``checkpoint_dir/last.pt``; a rerun after an interruption resumes from it and ends exactly
-where an uninterrupted run would (same seed, same device, deterministic ops). The metrics go
-to a CSV, one row per epoch (:data:`METRIC_COLUMNS`), and one plain log line per epoch.
+where an uninterrupted run would (same seed, same device, deterministic ops). A ``last.pt``
+that cannot be read is moved aside and the fold starts afresh. The metrics go to a CSV, one row
+per epoch (:data:`METRIC_COLUMNS`), and one plain log line per epoch.
 """
 
 from __future__ import annotations

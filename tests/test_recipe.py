@@ -63,6 +63,11 @@ def _ctx(model, sources, cfg, teacher=None, weight=0.36):
                         distill=DistillConfig(weight=weight))
 
 
+def _regularizer(model, mouse):
+    """The model's own penalty for a batch of ``mouse``, where it has one (0 otherwise)."""
+    return model.regularizer(mouse) if callable(getattr(model, "regularizer", None)) else 0.0
+
+
 def _poisson(rates, targets):
     """The reference criterion: ``PoissonNLLLoss(log_input=False, full=False, eps=1e-8)``, no reduction."""
     return torch.nn.PoissonNLLLoss(log_input=False, full=False, eps=1e-8, reduction="none")(rates, targets)
@@ -86,7 +91,8 @@ def test_a_mixed_batch_is_one_core_pass_with_the_references_weighted_sum(stores,
     windows = sum(len(b) for _, b in groups)
     expected = sum(_poisson(model(b.video, b.behavior, b.pupil_center, w.mouse)[:, 2:],
                             b.responses.clamp_min(0)[:, 2:]).sum() for w, b in groups) / windows
-    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    penalty = sum(len(b) / windows * _regularizer(model, w.mouse) for w, b in groups)
+    torch.testing.assert_close(loss, expected + penalty, rtol=1e-5, atol=1e-6)
 
     # distillation: the reference fills the other mouse of every window with the teacher's
     # prediction at weight ratio / (1 - ratio) * sum(weights) / (distilled pairs), then normalises
@@ -113,7 +119,7 @@ def test_a_mixed_batch_is_one_core_pass_with_the_references_weighted_sum(stores,
     distilled = weights < 0
     weights[distilled] = ratio / (1 - ratio) * weights[~distilled].sum() / distilled.sum()
     expected = (torch.cat(terms) * weights / weights.sum()).sum()
-    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(loss, expected + penalty, rtol=1e-5, atol=1e-6)
 
 
 def test_a_cycle_step_sums_one_batch_of_every_mouse_with_the_starter_kits_scaling(stores):
@@ -130,7 +136,7 @@ def test_a_cycle_step_sums_one_batch_of_every_mouse_with_the_starter_kits_scalin
     for w, b in groups:  # sqrt(training trials / batch) x summed Poisson loss + the penalty
         rates = model(b.video, b.behavior, b.pupil_center, w.mouse)[:, 2:]
         loss = np.sqrt(ctx.trials[w.mouse] / 3) * _poisson(rates, b.responses[:, 2:]).sum()
-        loss = loss + 0.5 * model.readout_l1(w.mouse)
+        loss = loss + 0.5 * model.readout_l1(w.mouse) + _regularizer(model, w.mouse)
         loss.backward()
         expected += float(loss.detach())
     assert got == pytest.approx(expected, rel=1e-5)

@@ -227,18 +227,25 @@ def test_a_corrupt_checkpoint_is_moved_aside_and_the_fold_starts_afresh(stores, 
     fresh = run(stores, tmp_path / "fresh")
     checkpoints = tmp_path / "broken" / "checkpoints"
     checkpoints.mkdir(parents=True)
-    (checkpoints / CHECKPOINT_NAME).write_bytes(b"PK\x03\x04 not a checkpoint" * 10)
+    whole = (tmp_path / "fresh" / "checkpoints" / CHECKPOINT_NAME).read_bytes()
+    (checkpoints / CHECKPOINT_NAME).write_bytes(whole[: len(whole) // 2])  # a real checkpoint, cut short
     lines: list[str] = []
     assert run(stores, tmp_path / "broken", log=lines.append) == fresh
     notes = [line for line in lines if "corrupt" in line]
     assert len(notes) == 1 and str(checkpoints / CHECKPOINT_NAME) in notes[0] and "afresh" in notes[0]
     aside = list(checkpoints.glob(f"{CHECKPOINT_NAME}.corrupt-*"))
-    assert len(aside) == 1 and aside[0].read_bytes().startswith(b"PK")
+    assert len(aside) == 1 and aside[0].read_bytes() == whole[: len(whole) // 2]
     a = torch.load(tmp_path / "fresh" / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "broken" / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    # a checkpoint that loads but is not ours (truncated dict) is corrupt too
-    torch.save({"model": {}}, checkpoints / CHECKPOINT_NAME)
-    lines.clear()
-    assert run(stores, tmp_path / "broken", log=lines.append) == fresh
-    assert any("corrupt" in line and "lacks" in line for line in lines)
+    # bytes that are no checkpoint at all, and a file that loads but lacks the training state
+    for content in (b"PK\x03\x04 not a checkpoint" * 10, None):
+        if content is None:
+            torch.save({"model": {}}, checkpoints / CHECKPOINT_NAME)
+        else:
+            (checkpoints / CHECKPOINT_NAME).write_bytes(content)
+        lines.clear()
+        assert run(stores, tmp_path / "broken", log=lines.append) == fresh
+        assert sum("corrupt" in line for line in lines) == 1
+    assert "lacks" in next(line for line in lines if "corrupt" in line)
+    assert len(list(checkpoints.glob(f"{CHECKPOINT_NAME}.corrupt-*"))) == 3

@@ -24,7 +24,9 @@ from __future__ import annotations
 import csv
 import io
 import os
+import pickle
 import time
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -380,6 +382,11 @@ CHECKPOINT_KEYS = frozenset(
 )
 
 
+#: What ``torch.load`` raises for a damaged file (truncated, bit-flipped, not a checkpoint).
+_DAMAGED = (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, KeyError,
+            AttributeError, TypeError, IndexError, OverflowError)
+
+
 def read_checkpoint(path: Path, log: Callable[[str], Any]) -> dict | None:
     """The checkpoint at ``path``, or ``None`` when there is none. A file that cannot be read as
     one (truncated, overwritten, not a checkpoint) is moved aside to ``<name>.corrupt-<time>``
@@ -394,7 +401,9 @@ def read_checkpoint(path: Path, log: Callable[[str], Any]) -> dict | None:
         if missing:
             raise ValueError(f"lacks {missing}")
         return saved
-    except Exception as exc:  # noqa: BLE001 - torch.load raises many types for a damaged file
+    except PermissionError as exc:  # not damage: the file is fine, the job may not read it
+        raise PathError(path, f"cannot be read ({exc.strerror})") from exc
+    except _DAMAGED as exc:
         stamp = time.strftime("%Y%m%dT%H%M%S")
         aside = path.with_name(f"{path.name}.corrupt-{stamp}")
         n = 1

@@ -144,6 +144,7 @@ def cmd_deeplake_ingest(args: argparse.Namespace) -> dict[str, Any]:
         dtype=args.dtype,
         chunk_frames=args.chunk_frames,
         verify_trials=args.verify_trials,
+        compression=args.compression,
         progress=lambda msg: print(msg, file=sys.stderr),
     )
 
@@ -302,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--chunk-frames", type=int, default=50)
     p.add_argument("--verify-trials", type=int, default=8)
+    p.add_argument(
+        "--compression", choices=["lz4", "none"], default="lz4", help="codec of the per-trial arrays (lz4)"
+    )
     p.set_defaults(run=cmd_deeplake_ingest)
 
     p = commands.add_parser(

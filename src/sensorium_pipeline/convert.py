@@ -220,8 +220,9 @@ def _no_space(exc: BaseException) -> bool:
     return getattr(exc, "errno", None) == errno.ENOSPC or "No space left on device" in str(exc)
 
 
-def _gib(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB"
+def _size(n: float) -> str:
+    """Bytes for a message: MiB below 1 GiB, else GiB."""
+    return f"{n / 2**20:.1f} MiB" if n < 2**30 else f"{n / 2**30:.2f} GiB"
 
 
 @dataclass
@@ -239,11 +240,11 @@ class _Space:
             folder = folder.parent
         return shutil.disk_usage(folder).free
 
-    def _refuse(self, need: int, free: int, how: str) -> StoreError:
+    def _refuse(self, need: float, free: int, how: str) -> StoreError:
         return StoreError(
             self.out_dir, f"not enough free space on the file system of {self.out_dir.parent}: the store "
-            f"needs {how} {_gib(need)}, {_gib(free)} are free (free some space, or write the store "
-            "elsewhere)",
+            f"needs {how}{_size(need)} (and {_size(SPACE_MARGIN)} to spare), {_size(free)} are free "
+            "(free some space, or write the store elsewhere)",
         )  # fmt: skip
 
     def check_before(self) -> None:
@@ -251,7 +252,7 @@ class _Space:
         if self.enabled and self.exact:
             free = self.free()
             if self.raw_bytes + SPACE_MARGIN > free:
-                raise self._refuse(self.raw_bytes + SPACE_MARGIN, free, "")
+                raise self._refuse(self.raw_bytes, free, "")
 
     def check_progress(self, written: int, done: int, total: int) -> None:
         """While writing (compressed): the rest, projected from the trials written so far, must fit."""
@@ -259,7 +260,7 @@ class _Space:
             rest = written / done * (total - done)
             free = self.free()
             if rest + SPACE_MARGIN > free:
-                raise self._refuse(int(written + rest + SPACE_MARGIN), free + written, "about")
+                raise self._refuse(written + rest, free + written, "about ")
 
     def error(self, exc: OSError) -> StoreError:
         """A full disk met while writing, as a message naming the path and the space needed."""
@@ -267,8 +268,8 @@ class _Space:
         need = "" if self.exact else "at most "
         return StoreError(
             self.out_dir, f"no space left on the device while writing {where}: the store needs {need}"
-            f"{_gib(self.raw_bytes + SPACE_MARGIN)} on the file system of {self.out_dir.parent}, "
-            f"{_gib(self.free())} are free now (the partial store was removed)",
+            f"{_size(self.raw_bytes)} on the file system of {self.out_dir.parent}, "
+            f"{_size(self.free())} are free now (the partial store was removed)",
         )  # fmt: skip
 
 

@@ -516,6 +516,8 @@ class Archive:
             )  # fmt: skip
         for info in infos:
             name = info.filename
+            if not name:
+                raise ArchiveError(self.path, "a member has an empty name")
             if info.is_dir() or name.startswith(_IGNORED_PREFIXES) or name.rsplit("/", 1)[-1] in _IGNORED_NAMES:
                 continue
             if "/" not in name:

@@ -618,6 +618,8 @@ def write_neuron_statistics(group: zarr.Group, statistics: NeuronStatistics) -> 
 def neurons_table(source: Archive) -> pd.DataFrame:
     """``unit_id, x, y, z`` in the archive's order (the order of the responses' neuron axis)."""
     coords = source.coordinates
+    native = np.dtype(np.float32) if coords.dtype == np.float16 else coords.dtype.newbyteorder("=")
+    coords = coords.astype(native, copy=False)  # Parquet takes neither big-endian nor half floats
     return pd.DataFrame(
         {"unit_id": source.unit_ids.astype(np.int64), "x": coords[:, 0], "y": coords[:, 1], "z": coords[:, 2]}
     )

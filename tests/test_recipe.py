@@ -152,14 +152,14 @@ def test_mixed_raw_training_resumes_bit_identically_and_records_its_targets(stor
     class Interrupt(Exception):
         pass
 
-    def stop(epoch, metrics):
-        if epoch == 1:
+    def stop(line):  # an epoch's line is logged once its checkpoint is written
+        if line.startswith("epoch 2/"):
             raise Interrupt
 
     with pytest.raises(Interrupt):
         train(stores, MODEL, TrainConfig(**{**BASE, **recipe}), fold=0, n_folds=2,
               out_model=tmp_path / "resumed" / "model.pt", out_metrics_csv=tmp_path / "resumed" / "metrics.csv",
-              checkpoint_dir=tmp_path / "resumed" / "checkpoints", log=lambda m: None, on_epoch_end=stop)
+              checkpoint_dir=tmp_path / "resumed" / "checkpoints", log=stop)
     assert run(stores, tmp_path / "resumed", **recipe) == full
     a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)["state_dict"]
@@ -172,18 +172,20 @@ def test_mixed_raw_training_resumes_bit_identically_and_records_its_targets(stor
 
 def test_patience_running_out_restores_the_best_weights_until_the_decay_steps_are_spent(stores, tmp_path):
     states = []
-
-    def keep(epoch, metrics):
-        saved = torch.load(tmp_path / "checkpoints" / CHECKPOINT_NAME, weights_only=True)
-        states.append((saved["model"], saved["best_state"]))
-
     lines: list[str] = []
+
+    def keep(line):  # an epoch's line is logged once its checkpoint is written
+        lines.append(line)
+        if line.startswith("epoch "):
+            saved = torch.load(tmp_path / "checkpoints" / CHECKPOINT_NAME, weights_only=True)
+            states.append((saved["model"], saved["best_state"]))
+
     # nothing beats the first epoch by 1.0: every later epoch runs out of patience (1)
     training = dict(max_epochs=10, patience=1, lr_decay_steps=3, restore_best=True, improvement_threshold=1.0,
                     scheduler="plateau", plateau_patience=0, lr=0.01)
     summary = train(stores, MODEL, TrainConfig(**{**BASE, **training}), fold=0, n_folds=2,
                     out_model=tmp_path / "model.pt", out_metrics_csv=tmp_path / "metrics.csv",
-                    checkpoint_dir=tmp_path / "checkpoints", log=lines.append, on_epoch_end=keep)
+                    checkpoint_dir=tmp_path / "checkpoints", log=keep)
     assert summary["epochs"] == 4 and summary["best_epoch"] == 0
     assert sum("best weights restored" in line for line in lines) == 2
     assert "stopping early" in lines[-1]

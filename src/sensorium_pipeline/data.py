@@ -419,17 +419,6 @@ def load_mouse(
     )
 
 
-def load_labelled(
-    store_dirs: Sequence[str | Path], max_frames: int = MAX_FRAMES, *, response_dtype: str = "float32"
-) -> dict[str, MouseData]:
-    """The labelled trials (train + oracle) of every store in RAM, keyed by mouse name."""
-    out: dict[str, MouseData] = {}
-    for path in store_dirs:
-        data = load_mouse(path, LABELLED_TIERS, max_frames=max_frames, response_dtype=response_dtype)
-        _add(out, data, path)
-    return out
-
-
 def _add(out: dict, source: _Metadata, path: str | Path) -> None:
     if source.mouse in out:
         raise StoreError(path, f"mouse {source.mouse!r} is given twice (also {out[source.mouse].path})")

@@ -14,7 +14,7 @@ from sensorium_pipeline.archive import open_archive
 from sensorium_pipeline.convert import convert_archive, same_bits
 from sensorium_pipeline.errors import ArchiveError, ConfigError, StoreError
 from sensorium_pipeline.layout import MODALITIES, NO_FILES, STATISTICS, TIERS_MEMBER, UNIT_IDS_MEMBER, data_member
-from sensorium_pipeline.store import PHASH_COLUMN, STORE_FORMAT, TRIAL_COLUMNS, ZARR_NAME, open_mouse
+from sensorium_pipeline.store import HASH_COLUMNS, PHASH_COLUMN, STORE_FORMAT, TRIAL_COLUMNS, ZARR_NAME, open_mouse
 from factories import MOUSE, flip_member_bytes, npy_bytes, rewrite_zip, simulate_small
 
 
@@ -68,7 +68,7 @@ def test_every_trial_is_the_archive_array_transposed(archive_path, converted):
 def test_trials_table_lists_trials_with_files_and_groups_repeats(archive_path, converted):
     out, summary, _ = converted
     trials = pd.read_parquet(out / "trials.parquet")
-    assert tuple(trials.columns) == (*TRIAL_COLUMNS, PHASH_COLUMN)
+    assert tuple(trials.columns) == (*TRIAL_COLUMNS, PHASH_COLUMN, *HASH_COLUMNS.values())
     solutions = pd.read_parquet(archive_path.with_name(f"{MOUSE}.solutions.parquet"))
     with open_archive(archive_path) as archive:
         with_files = np.flatnonzero(archive.tiers != NO_FILES)

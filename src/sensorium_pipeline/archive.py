@@ -1,4 +1,4 @@
-"""The official SENSORIUM 2023 archive: one zip per mouse (shared spec §2). This module alone
+"""The official SENSORIUM 2023 archive: one zip per mouse (docs/data-format.md). This module alone
 knows its layout: it writes it (for the simulator) and reads and validates it (for the
 converter).
 
@@ -56,7 +56,7 @@ from .layout import (
     statistic_member,
 )
 
-#: Data dtypes the competition shipped (spec §2: "accept both").
+#: Data dtypes the competition shipped (docs/data-format.md: both are accepted).
 DATA_DTYPES: tuple[str, ...] = ("float32", "float64")
 #: Fixed timestamp of every member, so the same content always gives the same zip bytes.
 ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)

@@ -1,6 +1,6 @@
 """Training data: converted mice in the official normalisation, and windows cut from them.
 
-Everything a model sees goes through :mod:`normalize` (spec §3), so training targets and the
+Everything a model sees goes through :mod:`normalize` (docs/data-format.md), so training targets and the
 scorer's ground truth are in the same units:
 
 - videos ``(x - mean) / std`` per pixel and frame; behaviour ``÷ std``; pupil centre z-scored;

@@ -217,7 +217,7 @@ class MouseStore:
         return self._statistics[key]
 
     def usable_frames(self, max_frames: int = MAX_FRAMES) -> np.ndarray:
-        """Frames the official loader keeps for each row (spec §3): the valid frames, cut at
+        """Frames the official loader keeps for each row (docs/data-format.md): the valid frames, cut at
         the first frame where any modality's per-frame statistics are NaN, at most ``max_frames``."""
         stats = [self.statistic(m, s) for m in MODALITIES for s in ("mean", "std")]
         limit = usable_frames(self.t_pad, *stats, max_frames=max_frames)

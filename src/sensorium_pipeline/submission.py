@@ -1,4 +1,4 @@
-"""The submission files of the competition (spec §5) and a validator with the scorer's rules.
+"""The submission files of the competition (docs/submission.md) and a validator with the scorer's rules.
 
 Written into ``out_dir``:
 

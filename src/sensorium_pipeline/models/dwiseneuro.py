@@ -1,5 +1,5 @@
 """The 1st-place SENSORIUM 2023 core ("DwiseNeuro"), reimplemented from its written description
-(``/work/shared/spec/winners.md``), top to bottom: the inverted residual block, the cortex
+(docs/models.md), top to bottom: the inverted residual block, the cortex
 block, then the core that stacks them.
 
 Video ``(B, C, T, H, W)`` -> point-wise stem -> (2+1)D depth-wise inverted residual blocks

@@ -147,6 +147,12 @@ def split_rows(folds: np.ndarray, fold: int) -> tuple[np.ndarray, np.ndarray]:
     return train, validation
 
 
+def _unpool(pooled: np.ndarray, names: Sequence[str], sizes: Mapping[str, int]) -> dict[str, np.ndarray]:
+    """An array over the trials of ``names`` concatenated, cut back into one array per mouse."""
+    bounds = np.cumsum([0, *(sizes[m] for m in names)])
+    return {m: pooled[bounds[i] : bounds[i + 1]] for i, m in enumerate(names)}
+
+
 def pooled_folds(
     mice: dict[str, pd.DataFrame],
     n_folds: int,
@@ -170,12 +176,7 @@ def pooled_folds(
             "stimulus_group": trial_groups(*labels),
         }
     )
-    folds = assign_folds(pooled, n_folds, seed, tiers)
-    out, start = {}, 0
-    for m in names:
-        out[m] = folds[start : start + len(mice[m])]
-        start += len(mice[m])
-    return out
+    return _unpool(assign_folds(pooled, n_folds, seed, tiers), names, {m: len(mice[m]) for m in names})
 
 
 def near_duplicate_groups(
@@ -195,12 +196,8 @@ def near_duplicate_groups(
         by_id = dict(zip(store.trials["trial_id"].tolist(), values.tolist(), strict=True))
         hashes[store.mouse] = np.array([by_id[t] for t in data[store.mouse].trial_ids.tolist()], dtype=np.int64)
     names = sorted(hashes)
-    groups = np.asarray(phash_groups(np.concatenate([hashes[m] for m in names]), max_distance))
-    out, start = {}, 0
-    for m in names:
-        out[m] = groups[start : start + len(hashes[m])]
-        start += len(hashes[m])
-    return out
+    return _unpool(phash_groups(np.concatenate([hashes[m] for m in names]), max_distance), names,
+                   {m: len(hashes[m]) for m in names})
 
 
 def fold_rows(

@@ -10,7 +10,7 @@ import pytest
 import torch
 import zarr
 
-from factories import make_store
+from factories import make_store, withhold_responses
 from sensorium_pipeline.data import (
     DeviceMouse,
     MouseData,
@@ -285,10 +285,7 @@ def test_withheld_tiers_are_left_out_of_the_labelled_tiers(tmp_path: Path) -> No
     from sensorium_pipeline.data import released_tiers
 
     path = make_store(tmp_path / "m", seed=4)
-    group = zarr.open_group(str(path / ZARR_NAME), mode="r+")
-    trials = open_mouse(path).trials
-    for row in trials.loc[trials["tier"] == "final_test_main", "row"]:
-        group["responses"][int(row)] = 0.0  # withheld: all zero, as the new mice's test tiers
+    withhold_responses(path, ["final_test_main"])  # all zero, as the new mice's test tiers
     notes: list[str] = []
     tiers = ["train", "oracle", "live_test_main", "final_test_main"]
     assert released_tiers(open_mouse(path), tiers, log=notes.append) == tiers[:3]

@@ -8,13 +8,11 @@ import re
 import numpy as np
 import pytest
 import torch
-import zarr
 
-from factories import make_store
+from factories import make_store, withhold_responses
 from sensorium_pipeline.data import WindowSampler, load_sources
 from sensorium_pipeline.distill import DistillConfig, Teacher
 from sensorium_pipeline.models import ModelConfig, MouseMeta, build_model, load_trained, save_trained
-from sensorium_pipeline.store import ZARR_NAME, open_mouse
 from sensorium_pipeline.train import (
     CHECKPOINT_NAME,
     TrainConfig,
@@ -208,10 +206,7 @@ def _trial_counts(lines):
 def test_labelled_tiers_add_the_released_test_tiers_and_skip_withheld_ones(tmp_path):
     a = make_store(tmp_path / "a", mouse="mouse-a", seed=1)
     b = make_store(tmp_path / "b", mouse="mouse-b", n_neurons=7, seed=2)
-    trials = open_mouse(b).trials
-    group = zarr.open_group(str(b / ZARR_NAME), mode="r+")
-    for row in trials.loc[trials["tier"].str.contains("test"), "row"]:
-        group["responses"][int(row)] = 0.0  # mouse b's test responses are withheld
+    withhold_responses(b, ["live_test_main", "final_test_main", "live_test_bonus", "final_test_bonus"])
     lines: list[str] = []
     run([a, b], tmp_path / "default", log=lines.append, max_epochs=1)
     assert _trial_counts(lines) == {"mouse-a": 12, "mouse-b": 12}  # train + oracle

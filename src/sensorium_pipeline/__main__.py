@@ -10,6 +10,7 @@
     python -m sensorium_pipeline validate results/submission --store results/data/<mouse> ...
     python -m sensorium_pipeline score results/predictions/ensemble/<mouse>.zarr --store results/data/<mouse>
     python -m sensorium_pipeline report results
+    python -m sensorium_pipeline import-weights data/experiments/true_batch_001 --fold 0 --store results/data/<mouse> ... --out model.pt
 
 Each command prints a short JSON summary on stdout; an error a user can act on (a bad file,
 a bad setting) prints one line naming the file and exits with status 2.
@@ -213,6 +214,13 @@ def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
     return {"tiers": report["tiers"], "tracks": report["tracks"]}
 
 
+def cmd_import_weights(args: argparse.Namespace) -> dict[str, Any]:
+    from .models.import_weights import import_fold
+
+    checkpoint = import_fold(args.experiment, args.fold, args.store, args.out, reference_mice=args.mice)
+    return {"imported": str(checkpoint), "fold": args.fold, "out": args.out}
+
+
 def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     from .report.build import build_report
 
@@ -368,6 +376,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_summary)
 
     p = commands.add_parser(
+        "import-weights",
+        help="turn a fold of the 1st-place team's published DwiseNeuro weights into our model.pt",
+        description="Reads the best checkpoint of EXPERIMENT/fold_<k>/ (model-<epoch>-<score>.pth, as the "
+        "reference trainer lays them out), builds our dwiseneuro model from its parameters, maps every tensor "
+        "(an unmapped or missing one is an error) and writes the model file that predict reads.",
+    )
+    p.add_argument("experiment", help="the experiment folder, e.g. data/experiments/true_batch_001")
+    p.add_argument("--fold", type=int, required=True, help="the fold k of fold_<k>/")
+    p.add_argument("--store", action="append", required=True, help="a converted store of each of the model's mice")
+    p.add_argument(
+        "--mice", nargs="+", help="the mouse of each readout, in order (default: the reference's ten real mice)"
+    )
+    p.add_argument("--out", required=True, help="the model file to write (results/models/<model>/fold<k>/model.pt)")
+    p.set_defaults(run=cmd_import_weights)
+
+    p = commands.add_parser(
         "report",
         help="draw the report's plots and scores table from a results folder",
         description="Reads RESULTS/scores, RESULTS/models/*/fold*/metrics.csv, the ensemble's predictions, "
@@ -396,6 +420,8 @@ EXAMPLES: dict[str, str] = {
     "--store results/data/<mouse> --solutions results/simulated/<mouse>.solutions.parquet --out scores.json",
     "summary": "python -m sensorium_pipeline summary results/scores/ensemble.json",
     "report": "python -m sensorium_pipeline report results --out my_plots",
+    "import-weights": "python -m sensorium_pipeline import-weights data/experiments/true_batch_001 --fold 0 "
+    "--store results/data/<mouse 1> ... --store results/data/<mouse 10> --out results/models/dwiseneuro/fold0/model.pt",
     "deeplake-export": "python -m sensorium_pipeline deeplake-export results/data/<mouse> results/deeplake/<mouse>",
     "deeplake-ingest": "python -m sensorium_pipeline deeplake-ingest results/deeplake/<mouse> results/data/<mouse> "
     "--mouse <mouse>",

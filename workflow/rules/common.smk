@@ -24,7 +24,15 @@ MICE = [m["name"] for m in config["mice"]]
 MOUSE = {m["name"]: m for m in config["mice"]}
 if len(set(MICE)) != len(MICE):
     raise ValueError(f"config 'mice': duplicate names in {MICE}")
-MODELS = list(config["models"])
+# A model entry is a config name (config/models/<name>.yaml, trained here) or a mapping
+# {name, weights, mice, stage}: a model imported from the 1st-place team's published weights
+# (<weights>/fold_<k>/), predicted and ensembled like a trained one, with no train job.
+MODEL_ENTRIES = [{"name": e} if isinstance(e, str) else dict(e) for e in config["models"]]
+MODELS = [e["name"] for e in MODEL_ENTRIES]
+if len(set(MODELS)) != len(MODELS):
+    raise ValueError(f"config 'models': duplicate names in {MODELS}")
+IMPORTED = {e["name"]: e for e in MODEL_ENTRIES if "weights" in e}
+TRAINED_MODELS = [m for m in MODELS if m not in IMPORTED]
 N_FOLDS = config["training"]["n_folds"]
 FOLDS = config["training"]["folds"] if config["training"]["folds"] is not None else list(range(N_FOLDS))
 for _fold in FOLDS:
@@ -58,8 +66,10 @@ DEEPLAKE_MICE_PATTERN = "|".join(map(re.escape, DEEPLAKE_MICE)) or "(?!)"
 SCOPE = config["training"]["scope"]
 DISTILLATION = config["training"]["distillation"]
 DISTILLED_SUFFIX = "-distilled"
-DISTILLED_MODELS = (DISTILLATION["models"] or MODELS) if DISTILLATION["enabled"] else []
+DISTILLED_MODELS = (DISTILLATION["models"] or TRAINED_MODELS) if DISTILLATION["enabled"] else []
 for _model in DISTILLED_MODELS:
+    if _model in IMPORTED:
+        raise ValueError(f"config 'training.distillation.models': {_model!r} is imported from weights, not trained")
     if _model not in MODELS:
         raise ValueError(f"config 'training.distillation.models': {_model!r} is not among 'models' {MODELS}")
 if DISTILLED_MODELS and SCOPE != "shared":
@@ -78,7 +88,25 @@ def run_model(run):
 
 
 def run_stage(run):
+    if run in IMPORTED:
+        return int(IMPORTED[run].get("stage", 1))
     return 2 if run_model(run) != run else 1
+
+
+def imported_mice(run):
+    """The mouse of each readout of an imported model, in order (default: the reference's ten)."""
+    from sensorium_pipeline.models.import_weights import REFERENCE_MICE
+
+    return list(IMPORTED[run].get("mice") or REFERENCE_MICE)
+
+
+for _run in IMPORTED:
+    _missing = [m for m in imported_mice(_run) if m not in MICE] + [m for m in MICE if m not in imported_mice(_run)]
+    if _missing:
+        raise ValueError(
+            f"config 'models', {_run}: the imported model's mice and config 'mice' differ ({_missing[0]!r}); "
+            "list every mouse of its readouts under 'mice' (set the model's 'mice' for another readout order)"
+        )
 
 
 def train_unit(run, mouse=None):
@@ -87,7 +115,8 @@ def train_unit(run, mouse=None):
 
 
 # One training job per (unit x fold): units are the runs (shared) or (run, mouse) pairs (per_mouse).
-TRAIN_UNITS = [run for run in RUNS] if SCOPE == "shared" else [train_unit(run, m) for run in RUNS for m in MICE]
+TRAINED_RUNS = [run for run in RUNS if run not in IMPORTED]
+TRAIN_UNITS = list(TRAINED_RUNS) if SCOPE == "shared" else [train_unit(run, m) for run in TRAINED_RUNS for m in MICE]
 ENSEMBLE_RUNS = [
     run for run in RUNS if run_model(run) in ENSEMBLE_MODELS and run_stage(run) in ENSEMBLE_STAGES
 ]
@@ -99,7 +128,8 @@ wildcard_constraints:
     mouse="|".join(map(re.escape, MICE)),
     model="|".join(map(re.escape, MODELS)),
     run="|".join(map(re.escape, RUNS)),
-    unit="|".join(map(re.escape, TRAIN_UNITS)),
+    unit="|".join(map(re.escape, TRAIN_UNITS)) or "(?!)",
+    imported="|".join(map(re.escape, IMPORTED)) or "(?!)",
     fold="|".join(str(f) for f in FOLDS),
     entry="|".join(map(re.escape, ENTRIES + ["ensemble"])),
 
@@ -115,8 +145,19 @@ def unit_mice(unit):
 
 
 def model_file(run, fold, mouse):
-    """The trained model that predicts ``mouse`` in ``run`` and ``fold``."""
+    """The trained (or imported) model that predicts ``mouse`` in ``run`` and ``fold``."""
+    if run in IMPORTED:
+        return f"results/models/{run}/fold{fold}/model.pt"
     return f"results/models/{train_unit(run, mouse)}/fold{fold}/model.pt"
+
+
+def imported_weights(wildcards):
+    """The fold's checkpoint folder of an imported model and the stores of its mice."""
+    weights = Path(IMPORTED[wildcards.imported]["weights"])
+    return {
+        "weights": str(weights / f"fold_{wildcards.fold}"),
+        "stores": expand("results/data/{mouse}", mouse=imported_mice(wildcards.imported)),
+    }
 
 
 def train_inputs(wildcards):

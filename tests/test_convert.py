@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import shutil
+import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -225,6 +227,34 @@ def _bad_archive(case: str, good: Path, bad: Path) -> list[str]:
             data = npy_bytes(archive.read("videos", last))
         rewrite_zip(good, bad, replace={member: data[:-100]})
         return [member, "shorter than its header says"]
+    if case == "infinite statistic":
+        member = f"{MOUSE}/meta/statistics/responses/all/std.npy"
+
+        def infinite(array: np.ndarray) -> np.ndarray:
+            array = array.copy()
+            array[1, 4] = np.inf
+            return array
+
+        rewrite_zip(good, bad, replace={member: infinite})
+        return [member, "frame 4 holds an infinite value"]
+    if case == "infinity inside the valid frames":
+        member = data_member(MOUSE, "videos", train)
+
+        def poke_inf(array: np.ndarray) -> np.ndarray:
+            array = array.copy()
+            array[2, 3, 10] = -np.inf
+            return array
+
+        rewrite_zip(good, bad, replace={member: poke_inf})
+        return [member, "-inf inside the valid frames (row (2, 3), frame 10"]
+    if case == "duplicate member":
+        member = data_member(MOUSE, "responses", last)
+        shutil.copyfile(good, bad)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            with zipfile.ZipFile(bad, "a") as raw:
+                raw.writestr(member, npy_bytes(np.full((n, t_pad), 999, np.float32)))
+        return [member, "appears 2 times"]
     raise AssertionError(case)
 
 
@@ -242,6 +272,9 @@ def _bad_archive(case: str, good: Path, bad: Path) -> list[str]:
         "missing statistics file",
         "trial missing in responses",
         "member shorter than its header",
+        "infinite statistic",
+        "infinity inside the valid frames",
+        "duplicate member",
     ],
 )
 def test_bad_archive_stops_with_a_clear_error_and_writes_nothing(archive_path, tmp_path, case):

@@ -45,7 +45,7 @@ from zarr.codecs import BloscCodec
 from .archive import Archive, open_archive
 from .atomic import atomic_path, remove_stale_temporaries
 from .errors import ArchiveError, ConfigError, StoreError
-from .layout import MODALITIES, STATISTICS, TEST_TIERS, TRAIN, VIDEO_HEIGHT, VIDEO_WIDTH
+from .layout import MODALITIES, STATISTICS, TEST_TIERS, TRAIN, VIDEO_HEIGHT, VIDEO_WIDTH, statistic_member
 from .neuron_stats import MEDIAN_SAMPLES, NeuronStatistics, TrialAccumulator, TrialMoments, sample_frames
 from .phash import video_phash
 from .shards import ShardWriter
@@ -566,11 +566,20 @@ def _report(say: Callable[[str], object], done: int, n: int, start: float) -> No
 
 
 def _write_statistics(group: zarr.Group, source: Archive, dtype: np.dtype) -> None:
-    statistics = {
-        (modality, stat): _time_major(source.statistic(modality, stat), dtype)
-        for modality in MODALITIES
-        for stat in STATISTICS
-    }
+    """The per-frame statistics in the store dtype; NaN (frames no train trial reaches) passes,
+    ±inf (in the archive, or a float64 value beyond float32) is an error naming the member."""
+    statistics = {}
+    for modality in MODALITIES:
+        for stat in STATISTICS:
+            with np.errstate(over="ignore"):
+                values = _time_major(source.statistic(modality, stat), dtype)
+            if np.isinf(values).any():
+                frame = int(np.flatnonzero(np.isinf(values).reshape(len(values), -1).any(axis=1))[0])
+                raise ArchiveError(
+                    source.path, f"member {statistic_member(source.root, modality, stat)}: frame {frame} holds "
+                    f"an infinite value (or one beyond the range of {dtype.name})",
+                )  # fmt: skip
+            statistics[modality, stat] = values
     write_frame_statistics(group, statistics, dtype)
 
 

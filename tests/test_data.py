@@ -10,7 +10,7 @@ import pytest
 import torch
 import zarr
 
-from factories import make_store
+from factories import make_store, withhold_responses
 from sensorium_pipeline.data import (
     DeviceMouse,
     MouseData,
@@ -18,7 +18,6 @@ from sensorium_pipeline.data import (
     Windows,
     ZarrMouse,
     iter_trials,
-    load_labelled,
     load_mouse,
     load_sources,
     open_lazy,
@@ -142,7 +141,7 @@ def test_float16_responses_are_close_and_overflow_is_an_error(stores: list[Path]
 
 def test_sampler_draws_as_before_weights_existed(stores: list[Path]) -> None:
     """Uniform sampling keeps the original draw order, so old checkpoints resume identically."""
-    data = load_labelled(stores)
+    data = load_sources(stores, mode="ram")
     rows = {m: d.rows("train") for m, d in data.items()}
     sampler = WindowSampler(data, rows, 20, 4, seed=5)
     rng = np.random.default_rng(5)
@@ -157,7 +156,7 @@ def test_sampler_draws_as_before_weights_existed(stores: list[Path]) -> None:
 
 
 def test_sampler_weights_and_frame_step(stores: list[Path]) -> None:
-    data = load_labelled(stores)
+    data = load_sources(stores, mode="ram")
     rows = {m: d.rows("train", "oracle") for m, d in data.items()}  # mouse-a 12 trials, mouse-b 5
     only_b = WindowSampler(data, rows, 10, 2, seed=0, mouse_weights={"mouse-a": 0, "mouse-b": 2.5})
     assert {only_b.draw().mouse for _ in range(30)} == {"mouse-b"}
@@ -180,7 +179,7 @@ def test_sampler_weights_and_frame_step(stores: list[Path]) -> None:
 
 
 def test_sampler_state_resumes_the_same_windows(stores: list[Path]) -> None:
-    data = load_labelled(stores)
+    data = load_sources(stores, mode="ram")
     rows = {m: d.rows("train") for m, d in data.items()}
     first = WindowSampler(data, rows, 8, 2, seed=3, mouse_weights="trials", frame_step=2)
     first.draw()
@@ -195,7 +194,7 @@ def test_sampler_state_resumes_the_same_windows(stores: list[Path]) -> None:
 
 
 def test_dataloader_workers_read_lazily_and_match_the_ram_path(stores: list[Path]) -> None:
-    ram = load_labelled(stores)
+    ram = load_sources(stores, mode="ram")
     lazy = load_sources(stores, mode="lazy")
     assert all(isinstance(s, ZarrMouse) for s in lazy.values())
     rows = {m: d.rows("train") for m, d in ram.items()}
@@ -210,7 +209,7 @@ def test_dataloader_workers_read_lazily_and_match_the_ram_path(stores: list[Path
 
 
 def test_window_loader_batches_come_in_order(stores: list[Path]) -> None:
-    data = load_labelled(stores)
+    data = load_sources(stores, mode="ram")
     windows = [Windows("mouse-b", np.array([i % 5]), np.array([i]), 4) for i in range(6)]
     batches = list(window_loader(data, windows, workers=1))
     for i, batch in enumerate(batches):
@@ -246,7 +245,7 @@ def test_iter_trials_covers_whole_trials_with_step(stores: list[Path]) -> None:
 
 
 def test_device_mice_are_cut_in_the_main_process_beside_lazy_mice_in_workers(stores: list[Path]) -> None:
-    ram = load_labelled(stores)
+    ram = load_sources(stores, mode="ram")
     mixed = {"mouse-a": ram["mouse-a"].to_device("cpu"), "mouse-b": open_lazy(stores[1], LABELLED)}
     rows = {m: d.rows("train") for m, d in ram.items()}
     expected = list(WindowSampler(ram, rows, 6, 2, seed=4).batches(8))
@@ -286,10 +285,7 @@ def test_withheld_tiers_are_left_out_of_the_labelled_tiers(tmp_path: Path) -> No
     from sensorium_pipeline.data import released_tiers
 
     path = make_store(tmp_path / "m", seed=4)
-    group = zarr.open_group(str(path / ZARR_NAME), mode="r+")
-    trials = open_mouse(path).trials
-    for row in trials.loc[trials["tier"] == "final_test_main", "row"]:
-        group["responses"][int(row)] = 0.0  # withheld: all zero, as the new mice's test tiers
+    withhold_responses(path, ["final_test_main"])  # all zero, as the new mice's test tiers
     notes: list[str] = []
     tiers = ["train", "oracle", "live_test_main", "final_test_main"]
     assert released_tiers(open_mouse(path), tiers, log=notes.append) == tiers[:3]
@@ -299,7 +295,7 @@ def test_withheld_tiers_are_left_out_of_the_labelled_tiers(tmp_path: Path) -> No
 
 
 def test_mixed_and_cycle_steps_group_windows_by_mouse(stores: list[Path]) -> None:
-    data = load_labelled(stores)
+    data = load_sources(stores, mode="ram")
     rows = {m: d.rows("train") for m, d in data.items()}
     mixed = WindowSampler(data, rows, 8, 400, seed=2, batching="mixed")
     step = mixed.draw_step()

@@ -7,9 +7,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import zarr
 
-from factories import make_store
+from factories import make_store, withhold_responses
 from sensorium_pipeline.errors import PredictionError
 from sensorium_pipeline.evaluate import (
     NEURON_COLUMNS,
@@ -170,9 +169,7 @@ def test_missing_or_mismatched_predictions_raise_naming_the_path(tmp_path):
 
 def test_solutions_from_store_skips_withheld_tiers(tmp_path):
     store = _store(tmp_path)
-    group = zarr.open_group(str(store.path / "store.zarr"), mode="r+")
-    for row in store.rows("final_test_main"):
-        group["responses"][row] = np.zeros((store.t_pad, store.n_neurons), dtype=np.float32)
+    withhold_responses(store.path, ["final_test_main"])
     solutions = solutions_from_store(store, ["oracle", "final_test_main", "live_test_bonus"])
     assert solutions["tier"].tolist() == ["oracle"] * 4 + ["live_test_bonus"] * 4
     assert set(solutions[solutions["tier"] == "oracle"]["stimulus_type"]) == {"natural"}

@@ -8,13 +8,11 @@ import re
 import numpy as np
 import pytest
 import torch
-import zarr
 
-from factories import make_store
+from factories import make_store, withhold_responses
 from sensorium_pipeline.data import WindowSampler, load_sources
 from sensorium_pipeline.distill import DistillConfig, Teacher
 from sensorium_pipeline.models import ModelConfig, MouseMeta, build_model, load_trained, save_trained
-from sensorium_pipeline.store import ZARR_NAME, open_mouse
 from sensorium_pipeline.train import (
     CHECKPOINT_NAME,
     TrainConfig,
@@ -63,6 +61,11 @@ def _ctx(model, sources, cfg, teacher=None, weight=0.36):
                         distill=DistillConfig(weight=weight))
 
 
+def _regularizer(model, mouse):
+    """The model's own penalty for a batch of ``mouse``, where it has one (0 otherwise)."""
+    return model.regularizer(mouse) if callable(getattr(model, "regularizer", None)) else 0.0
+
+
 def _poisson(rates, targets):
     """The reference criterion: ``PoissonNLLLoss(log_input=False, full=False, eps=1e-8)``, no reduction."""
     return torch.nn.PoissonNLLLoss(log_input=False, full=False, eps=1e-8, reduction="none")(rates, targets)
@@ -86,7 +89,8 @@ def test_a_mixed_batch_is_one_core_pass_with_the_references_weighted_sum(stores,
     windows = sum(len(b) for _, b in groups)
     expected = sum(_poisson(model(b.video, b.behavior, b.pupil_center, w.mouse)[:, 2:],
                             b.responses.clamp_min(0)[:, 2:]).sum() for w, b in groups) / windows
-    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    penalty = sum(len(b) / windows * _regularizer(model, w.mouse) for w, b in groups)
+    torch.testing.assert_close(loss, expected + penalty, rtol=1e-5, atol=1e-6)
 
     # distillation: the reference fills the other mouse of every window with the teacher's
     # prediction at weight ratio / (1 - ratio) * sum(weights) / (distilled pairs), then normalises
@@ -113,7 +117,7 @@ def test_a_mixed_batch_is_one_core_pass_with_the_references_weighted_sum(stores,
     distilled = weights < 0
     weights[distilled] = ratio / (1 - ratio) * weights[~distilled].sum() / distilled.sum()
     expected = (torch.cat(terms) * weights / weights.sum()).sum()
-    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(loss, expected + penalty, rtol=1e-5, atol=1e-6)
 
 
 def test_a_cycle_step_sums_one_batch_of_every_mouse_with_the_starter_kits_scaling(stores):
@@ -130,7 +134,7 @@ def test_a_cycle_step_sums_one_batch_of_every_mouse_with_the_starter_kits_scalin
     for w, b in groups:  # sqrt(training trials / batch) x summed Poisson loss + the penalty
         rates = model(b.video, b.behavior, b.pupil_center, w.mouse)[:, 2:]
         loss = np.sqrt(ctx.trials[w.mouse] / 3) * _poisson(rates, b.responses[:, 2:]).sum()
-        loss = loss + 0.5 * model.readout_l1(w.mouse)
+        loss = loss + 0.5 * model.readout_l1(w.mouse) + _regularizer(model, w.mouse)
         loss.backward()
         expected += float(loss.detach())
     assert got == pytest.approx(expected, rel=1e-5)
@@ -146,14 +150,14 @@ def test_mixed_raw_training_resumes_bit_identically_and_records_its_targets(stor
     class Interrupt(Exception):
         pass
 
-    def stop(epoch, metrics):
-        if epoch == 1:
+    def stop(line):  # an epoch's line is logged once its checkpoint is written
+        if line.startswith("epoch 2/"):
             raise Interrupt
 
     with pytest.raises(Interrupt):
         train(stores, MODEL, TrainConfig(**{**BASE, **recipe}), fold=0, n_folds=2,
               out_model=tmp_path / "resumed" / "model.pt", out_metrics_csv=tmp_path / "resumed" / "metrics.csv",
-              checkpoint_dir=tmp_path / "resumed" / "checkpoints", log=lambda m: None, on_epoch_end=stop)
+              checkpoint_dir=tmp_path / "resumed" / "checkpoints", log=stop)
     assert run(stores, tmp_path / "resumed", **recipe) == full
     a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)["state_dict"]
@@ -166,18 +170,20 @@ def test_mixed_raw_training_resumes_bit_identically_and_records_its_targets(stor
 
 def test_patience_running_out_restores_the_best_weights_until_the_decay_steps_are_spent(stores, tmp_path):
     states = []
-
-    def keep(epoch, metrics):
-        saved = torch.load(tmp_path / "checkpoints" / CHECKPOINT_NAME, weights_only=True)
-        states.append((saved["model"], saved["best_state"]))
-
     lines: list[str] = []
+
+    def keep(line):  # an epoch's line is logged once its checkpoint is written
+        lines.append(line)
+        if line.startswith("epoch "):
+            saved = torch.load(tmp_path / "checkpoints" / CHECKPOINT_NAME, weights_only=True)
+            states.append((saved["model"], saved["best_state"]))
+
     # nothing beats the first epoch by 1.0: every later epoch runs out of patience (1)
     training = dict(max_epochs=10, patience=1, lr_decay_steps=3, restore_best=True, improvement_threshold=1.0,
                     scheduler="plateau", plateau_patience=0, lr=0.01)
     summary = train(stores, MODEL, TrainConfig(**{**BASE, **training}), fold=0, n_folds=2,
                     out_model=tmp_path / "model.pt", out_metrics_csv=tmp_path / "metrics.csv",
-                    checkpoint_dir=tmp_path / "checkpoints", log=lines.append, on_epoch_end=keep)
+                    checkpoint_dir=tmp_path / "checkpoints", log=keep)
     assert summary["epochs"] == 4 and summary["best_epoch"] == 0
     assert sum("best weights restored" in line for line in lines) == 2
     assert "stopping early" in lines[-1]
@@ -200,10 +206,7 @@ def _trial_counts(lines):
 def test_labelled_tiers_add_the_released_test_tiers_and_skip_withheld_ones(tmp_path):
     a = make_store(tmp_path / "a", mouse="mouse-a", seed=1)
     b = make_store(tmp_path / "b", mouse="mouse-b", n_neurons=7, seed=2)
-    trials = open_mouse(b).trials
-    group = zarr.open_group(str(b / ZARR_NAME), mode="r+")
-    for row in trials.loc[trials["tier"].str.contains("test"), "row"]:
-        group["responses"][int(row)] = 0.0  # mouse b's test responses are withheld
+    withhold_responses(b, ["live_test_main", "final_test_main", "live_test_bonus", "final_test_bonus"])
     lines: list[str] = []
     run([a, b], tmp_path / "default", log=lines.append, max_epochs=1)
     assert _trial_counts(lines) == {"mouse-a": 12, "mouse-b": 12}  # train + oracle
@@ -221,18 +224,25 @@ def test_a_corrupt_checkpoint_is_moved_aside_and_the_fold_starts_afresh(stores, 
     fresh = run(stores, tmp_path / "fresh")
     checkpoints = tmp_path / "broken" / "checkpoints"
     checkpoints.mkdir(parents=True)
-    (checkpoints / CHECKPOINT_NAME).write_bytes(b"PK\x03\x04 not a checkpoint" * 10)
+    whole = (tmp_path / "fresh" / "checkpoints" / CHECKPOINT_NAME).read_bytes()
+    (checkpoints / CHECKPOINT_NAME).write_bytes(whole[: len(whole) // 2])  # a real checkpoint, cut short
     lines: list[str] = []
     assert run(stores, tmp_path / "broken", log=lines.append) == fresh
     notes = [line for line in lines if "corrupt" in line]
     assert len(notes) == 1 and str(checkpoints / CHECKPOINT_NAME) in notes[0] and "afresh" in notes[0]
     aside = list(checkpoints.glob(f"{CHECKPOINT_NAME}.corrupt-*"))
-    assert len(aside) == 1 and aside[0].read_bytes().startswith(b"PK")
+    assert len(aside) == 1 and aside[0].read_bytes() == whole[: len(whole) // 2]
     a = torch.load(tmp_path / "fresh" / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "broken" / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    # a checkpoint that loads but is not ours (truncated dict) is corrupt too
-    torch.save({"model": {}}, checkpoints / CHECKPOINT_NAME)
-    lines.clear()
-    assert run(stores, tmp_path / "broken", log=lines.append) == fresh
-    assert any("corrupt" in line and "lacks" in line for line in lines)
+    # bytes that are no checkpoint at all, and a file that loads but lacks the training state
+    for content in (b"PK\x03\x04 not a checkpoint" * 10, None):
+        if content is None:
+            torch.save({"model": {}}, checkpoints / CHECKPOINT_NAME)
+        else:
+            (checkpoints / CHECKPOINT_NAME).write_bytes(content)
+        lines.clear()
+        assert run(stores, tmp_path / "broken", log=lines.append) == fresh
+        assert sum("corrupt" in line for line in lines) == 1
+    assert "lacks" in next(line for line in lines if "corrupt" in line)
+    assert len(list(checkpoints.glob(f"{CHECKPOINT_NAME}.corrupt-*"))) == 3

@@ -13,7 +13,7 @@ import torch
 
 from factories import make_store
 from sensorium_pipeline.cutmix import CutMixPlan
-from sensorium_pipeline.data import WindowSampler, load_labelled
+from sensorium_pipeline.data import WindowSampler, load_sources
 from sensorium_pipeline.distill import DistillConfig, Teacher
 from sensorium_pipeline.ema import ModelEma
 from sensorium_pipeline.errors import ConfigError, PathError
@@ -93,12 +93,12 @@ def test_an_interrupted_training_resumes_to_the_same_model(stores, tmp_path):
     class Interrupt(Exception):
         pass
 
-    def stop_after_first(epoch, metrics):
-        if epoch == 0:
+    def stop_after_first(line):  # an epoch's line is logged once its checkpoint is written
+        if line.startswith("epoch 1/"):
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        run(stores, tmp_path / "resumed", on_epoch_end=stop_after_first)
+        run(stores, tmp_path / "resumed", log=stop_after_first)
     assert not (tmp_path / "resumed" / "model.pt").exists()  # no final output of an unfinished run
     assert len(pd.read_csv(tmp_path / "resumed" / "metrics.csv")) == 1
     resumed = run(stores, tmp_path / "resumed")
@@ -116,11 +116,12 @@ def test_a_checkpoint_of_another_config_is_refused(stores, tmp_path):
     class Interrupt(Exception):
         pass
 
-    def stop(epoch, metrics):
-        raise Interrupt
+    def stop(line):
+        if line.startswith("epoch "):
+            raise Interrupt
 
     with pytest.raises(Interrupt):
-        run(stores, tmp_path, on_epoch_end=stop)
+        run(stores, tmp_path, log=stop)
     with pytest.raises(PathError, match="another model"):
         run(stores, tmp_path, TrainConfig(**{**TRAINING.to_dict(), "lr": 0.001}))
 
@@ -180,7 +181,7 @@ def test_cutmix_pastes_a_box_of_each_windows_partner_and_mixes_targets_by_its_ar
 
 
 def test_the_sampler_draws_a_fresh_partner_window_of_the_same_mouse(stores):
-    data = load_labelled(stores)
+    data = load_sources(stores, mode="ram")
     rows = {m: d.rows("train") for m, d in data.items()}
     sampler = WindowSampler(data, rows, 10, 64, seed=0, batching="mixed", cutmix_prob=0.5)
     groups = sampler.draw_step()
@@ -230,7 +231,7 @@ def test_progress_is_one_plain_line_per_epoch_and_the_csv_has_every_column(store
 def test_distillation_trains_the_other_mice_readouts_from_a_first_stage_teacher(stores, tmp_path):
     run(stores, tmp_path / "stage1")
     teacher = Teacher([tmp_path / "stage1" / "model.pt"], torch.device("cpu"))
-    data = load_labelled(stores)
+    data = load_sources(stores, mode="ram")
     batch = data["mouse-a"].window([0, 1], [0, 0], 20)
     student = load_trained(tmp_path / "stage1" / "model.pt").model.train()
     features = student.encode(batch.video, batch.behavior, batch.pupil_center)  # one core pass
@@ -266,7 +267,7 @@ def test_one_model_per_mouse_learns_only_its_mouse(stores, tmp_path):
 
 def test_windows_with_a_frame_step_predict_every_frame(stores):
     config = ModelConfig.from_dict({**MODEL.to_dict(), "frame_step": 2})
-    data = load_labelled(stores)["mouse-b"]
+    data = load_sources(stores, mode="ram")["mouse-b"]
     model = build_model(config, load_trained_metas(data)).eval()
     values = predict_windows(model, data, np.arange(3), window_frames=6, stride=4, batch_size=4,
                              device=torch.device("cpu"))

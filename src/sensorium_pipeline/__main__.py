@@ -2,6 +2,7 @@
 
     python -m sensorium_pipeline inspect results/archives/<mouse>.zip
     python -m sensorium_pipeline inspect results/data/<mouse>
+    python -m sensorium_pipeline verify results/data/<mouse>
     python -m sensorium_pipeline simulate --mouse dynamic90001-1-1-Simulated-5e1a0c3d --seed 1 --out sim/
     python -m sensorium_pipeline convert sim/<mouse>.zip results/data/<mouse>
     python -m sensorium_pipeline deeplake-export results/data/<mouse> results/deeplake/<mouse>
@@ -50,10 +51,16 @@ def _inspect_archive(path: Path) -> dict[str, Any]:
 
 
 def _inspect_store(path: Path) -> dict[str, Any]:
+    from .integrity import shard_report
     from .store import open_mouse
 
     store = open_mouse(path)
     trials = store.trials
+    integrity = shard_report(store)
+    missing = integrity.pop("missing_rows")
+    integrity["missing_rows"] = {m: {"count": len(r), "first": r[:5]} for m, r in missing.items()}
+    integrity["complete"] = not missing and integrity["table_matches_arrays"]
+    integrity["content"] = "run `python -m sensorium_pipeline verify` to check every row against its hash"
     return {
         "kind": "store",
         "path": str(path),
@@ -65,6 +72,7 @@ def _inspect_store(path: Path) -> dict[str, Any]:
         "trials": trials["tier"].value_counts().to_dict(),
         "repeated_stimuli": int((trials["stimulus_group"].value_counts() > 1).sum()),
         "valid_frames": {"min": int(trials["valid_frames"].min()), "max": int(trials["valid_frames"].max())},
+        "integrity": integrity,
     }
 
 
@@ -93,6 +101,12 @@ def cmd_inspect(args: argparse.Namespace) -> dict[str, Any]:
     if path.suffix == ".zarr":
         return _inspect_predictions(path)
     return _inspect_store(path)
+
+
+def cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
+    from .integrity import verify_store
+
+    return verify_store(args.store, progress=lambda msg: print(msg, file=sys.stderr))
 
 
 def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
@@ -145,6 +159,7 @@ def cmd_deeplake_ingest(args: argparse.Namespace) -> dict[str, Any]:
         dtype=args.dtype,
         chunk_frames=args.chunk_frames,
         verify_trials=args.verify_trials,
+        compression=args.compression,
         progress=lambda msg: print(msg, file=sys.stderr),
     )
 
@@ -259,6 +274,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_inspect)
 
     p = commands.add_parser(
+        "verify",
+        help="check a converted store against the per-trial hashes recorded at conversion",
+        description="Every shard of every per-trial array must be present and every row must hash to "
+        "the sha256 the converter recorded in trials.parquet. Reads the whole store; exit status 2 "
+        "and one line naming the first problems when it is damaged.",
+    )
+    p.add_argument("store", help="a converted mouse, e.g. results/data/<mouse>")
+    p.set_defaults(run=cmd_verify)
+
+    p = commands.add_parser(
         "simulate",
         help="write a simulated mouse: an archive in the official layout and its solutions",
         description="Writes <out>/<mouse>.zip and <out>/<mouse>.solutions.parquet (noise-free rates and "
@@ -310,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--chunk-frames", type=int, default=50)
     p.add_argument("--verify-trials", type=int, default=8)
+    p.add_argument(
+        "--compression", choices=["lz4", "none"], default="lz4", help="codec of the per-trial arrays (lz4)"
+    )
     p.set_defaults(run=cmd_deeplake_ingest)
 
     p = commands.add_parser(
@@ -382,6 +410,7 @@ EXAMPLES: dict[str, str] = {
     "inspect": "python -m sensorium_pipeline inspect results/archives/<mouse>.zip\n"
     "  python -m sensorium_pipeline inspect results/data/<mouse>\n"
     "  python -m sensorium_pipeline inspect results/predictions/ensemble/<mouse>.zarr",
+    "verify": "python -m sensorium_pipeline verify results/data/<mouse>",
     "simulate": "python -m sensorium_pipeline simulate --mouse dynamic90001-1-1-Simulated-5e1a0c3d --seed 1 "
     "--set n_neurons=200 --out sim/",
     "convert": "python -m sensorium_pipeline convert sim/<mouse>.zip results/data/<mouse> --workers 2",

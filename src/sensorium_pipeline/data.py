@@ -1,11 +1,15 @@
 """Training data: converted mice in the official normalisation, and windows cut from them.
 
-Everything a model sees goes through :mod:`normalize` (spec §3), so training targets and the
+Everything a model sees goes through :mod:`normalize` (docs/data-format.md), so training targets and the
 scorer's ground truth are in the same units:
 
 - videos ``(x - mean) / std`` per pixel and frame; behaviour ``÷ std``; pupil centre z-scored;
 - responses ``× response_precision(std)`` per frame;
 - every trial cut to ``store.usable_frames()``; frames after that are zero-filled (never read).
+
+A model with ``inputs: raw`` gets the archive's values instead (grey levels 0-255, raw behaviour
+and pupil centre), and ``training.targets: raw`` the recorded responses; every source carries
+the official per-frame ``precision`` so that raw targets can still be scored in official units.
 
 Three window sources share one small interface (``window(rows, starts, length, step)`` → :class:`Batch`,
 ``n_frames``, ``mean_response(rows)`` and the trial/neuron metadata), so the sampler, the
@@ -22,7 +26,9 @@ validation loop and prediction never ask where the data lives:
 :func:`load_sources` picks one per mouse (``mode="auto"``: device if it fits there, else RAM if it
 fits there, else lazy). :class:`WindowSampler` draws random windows over all mice (uniform or
 weighted choice of the mouse, then ``batch_size`` (trial, start) pairs of it, optional frame step);
-``sampler.batches(n, device=..., workers=...)`` yields ``n`` batches on the device, through a
+``sampler.steps(n, ...)`` yields ``n`` training steps grouped as ``training.batching`` says
+(one mouse, windows of mixed mice grouped by mouse, or one batch of every mouse) with their CutMix
+partners; ``sampler.batches(n, device=..., workers=...)`` yields ``n`` batches on the device, through a
 ``DataLoader`` with pinned memory when ``workers > 0``. Every random draw happens in the main process
 from one checkpointable numpy generator, so the windows do not depend on the number of workers and
 a resumed run draws the same windows as an uninterrupted one.
@@ -411,17 +417,6 @@ def load_mouse(
         coordinates=mouse.coordinates,
         precision=norm.precision,
     )
-
-
-def load_labelled(
-    store_dirs: Sequence[str | Path], max_frames: int = MAX_FRAMES, *, response_dtype: str = "float32"
-) -> dict[str, MouseData]:
-    """The labelled trials (train + oracle) of every store in RAM, keyed by mouse name."""
-    out: dict[str, MouseData] = {}
-    for path in store_dirs:
-        data = load_mouse(path, LABELLED_TIERS, max_frames=max_frames, response_dtype=response_dtype)
-        _add(out, data, path)
-    return out
 
 
 def _add(out: dict, source: _Metadata, path: str | Path) -> None:

@@ -1,7 +1,7 @@
-"""Score predictions against the ground truth with the competition's metrics (spec §4).
+"""Score predictions against the ground truth with the competition's metrics (docs/metrics.md).
 
 Targets are the solutions' raw responses put through the official per-frame normalisation
-(spec §3) over each trial's usable frames; predictions are already in those units. Both are
+(docs/data-format.md) over each trial's usable frames; predictions are already in those units. Both are
 cut by the same :class:`~sensorium_pipeline.metrics.EvaluationWindow`.
 
 Per mouse and tier: single-trial correlation (mean over neurons), correlation to average,
@@ -319,7 +319,7 @@ def _read_responses(store: MouseStore, row: int, valid: int) -> np.ndarray:
 def solutions_from_store(store: MouseStore, tiers: Sequence[str] = SCORED_TIERS) -> pd.DataFrame:
     """Solutions (format of :mod:`solutions`) for the tiers whose responses the archive releases.
 
-    A tier counts as withheld when all its responses are zero (spec §2). Repeats are the
+    A tier counts as withheld when all its responses are zero (docs/data-format.md). Repeats are the
     store's ``stimulus_group``; the stimulus type is ``natural`` except on bonus tiers, where
     the real archives do not say it (``unknown``). ``rates`` are unknown (None).
     """

@@ -1,18 +1,22 @@
-"""Train one model config on one fold of the given mice, resumably, the winners' way.
+"""Train one model config on one fold of the given mice, resumably, as the references train.
 
-``train`` is a plain function of its inputs: Poisson loss, AdamW with a linear warm-up per step
-then a per-step cosine decay (or reduce-on-plateau, or constant), an EMA of the weights
-(validated and saved instead of the raw weights when on), CutMix on the video windows, bf16
-autocast on CUDA, gradient accumulation (``batch_size`` windows per micro-batch,
-``grad_accumulation`` micro-batches per optimiser step, each micro-batch of one mouse), early
-stopping on the validation single-trial correlation, and optionally distillation from a
-first-stage teacher (:mod:`distill`).
+``train`` is a plain function of its inputs: Poisson loss on targets clipped at 0 (official
+normalised responses, or raw ones as the 1st-place entry: ``targets``), AdamW with a linear
+warm-up per step then a per-step cosine decay (or reduce-on-plateau, or constant), an EMA of the
+weights (validated and saved instead of the raw weights when on), CutMix per window, bf16
+autocast on CUDA, gradient accumulation, early stopping on the validation single-trial
+correlation (optionally several times, restoring the best weights: the starter kit), and
+optionally distillation from a first-stage teacher (:mod:`distill`). ``batching`` groups a
+step's windows: one mouse per batch, mixed mice through one core pass (the 1st-place entry), or
+one batch of every mouse per optimiser step (the starter kit), each with its reference's loss
+reduction.
 
 After every epoch the whole training state (weights, EMA, optimiser, scheduler, random
 states, best weights, early-stopping counters, metrics so far) is written atomically to
 ``checkpoint_dir/last.pt``; a rerun after an interruption resumes from it and ends exactly
-where an uninterrupted run would (same seed, same device, deterministic ops). The metrics go
-to a CSV, one row per epoch (:data:`METRIC_COLUMNS`), and one plain log line per epoch.
+where an uninterrupted run would (same seed, same device, deterministic ops). A ``last.pt``
+that cannot be read is moved aside and the fold starts afresh. The metrics go to a CSV, one row
+per epoch (:data:`METRIC_COLUMNS`), and one plain log line per epoch.
 """
 
 from __future__ import annotations
@@ -20,14 +24,15 @@ from __future__ import annotations
 import csv
 import io
 import os
+import pickle
 import time
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 import yaml
 
@@ -37,15 +42,13 @@ from .devices import DEVICES, resolve_device
 from .data import BATCHINGS, MODES, TARGETS, Batch, Windows, WindowSampler, WindowSource, load_sources, released_tiers
 from .distill import DistillConfig, Teacher, other_mice
 from .ema import ModelEma
-from .errors import ConfigError, PathError, StoreError
-from .folds import GROUPINGS, pooled_folds, split_rows
+from .errors import ConfigError, PathError
+from .folds import fold_rows
 from .layout import LABELLED_TIERS, TEST_TIERS, TIERS, VIDEO_HEIGHT, VIDEO_WIDTH
 from .metrics import corr
 from .models import ModelConfig, MouseMeta, build_model, save_trained
 from .models.config import reject_unknown
-from .phash import phash_groups
 from .predict import predict_windows
-from .store import open_mouse
 
 SCHEDULERS = ("plateau", "cosine", "constant")
 MOUSE_SAMPLING = ("uniform", "trials")
@@ -316,54 +319,6 @@ def _signature(
             **extra}
 
 
-def near_duplicate_groups(
-    store_dirs: Sequence[str | Path], data: Mapping[str, WindowSource], max_distance: int, log: Callable[[str], Any]
-) -> dict[str, np.ndarray] | None:
-    """Perceptual-hash groups of the labelled trials of every mouse, made over the pooled hashes
-    (so a video shown to two mice is one group); ``None`` (exact repeats only) when a store
-    holds no hashes (converted by an older version)."""
-    hashes: dict[str, np.ndarray] = {}
-    for path in store_dirs:
-        store = open_mouse(path)
-        try:
-            values = np.asarray(store.video_phash(), dtype=np.int64)
-        except StoreError as exc:
-            log(f"{path}: no perceptual video hashes ({exc}); folds group exact repeats only")
-            return None
-        by_id = dict(zip(store.trials["trial_id"].tolist(), values.tolist(), strict=True))
-        hashes[store.mouse] = np.array([by_id[t] for t in data[store.mouse].trial_ids.tolist()], dtype=np.int64)
-    names = sorted(hashes)
-    groups = np.asarray(phash_groups(np.concatenate([hashes[m] for m in names]), max_distance))
-    out, start = {}, 0
-    for m in names:
-        out[m] = groups[start : start + len(hashes[m])]
-        start += len(hashes[m])
-    return out
-
-
-def fold_rows(
-    store_dirs: Sequence[str | Path],
-    data: Mapping[str, WindowSource],
-    n_folds: int,
-    seed: int,
-    fold: int,
-    grouping: str,
-    phash_distance: int,
-    log: Callable[[str], Any] = print,
-    tiers: Sequence[str] = LABELLED_TIERS,
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``(train_rows, validation_rows)`` of every mouse for ``fold``, over its trials of the
-    labelled ``tiers``; trials grouped by ``grouping``: ``stimulus`` (exact repeats) or
-    ``phash`` (exact repeats and perceptual-hash neighbours within ``phash_distance`` bits,
-    across mice)."""
-    if grouping not in GROUPINGS:
-        raise ConfigError(f"training.fold_grouping: {grouping!r} is not one of {list(GROUPINGS)}")
-    tables = {m: pd.DataFrame({"tier": d.tiers, "stimulus_group": d.stimulus_groups}) for m, d in data.items()}
-    near = near_duplicate_groups(store_dirs, data, phash_distance, log) if grouping == "phash" else None
-    folds = pooled_folds(tables, n_folds, seed, near, tiers=tiers)
-    return {m: split_rows(folds[m], fold) for m in sorted(data)}
-
-
 def _autocast(device: torch.device, enabled: bool):
     """bf16 autocast on CUDA only; a no-op context elsewhere."""
     return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
@@ -374,6 +329,11 @@ CHECKPOINT_KEYS = frozenset(
     {"signature", "model", "ema", "optimizer", "scheduler", "sampler", "augment_rng", "torch_rng", "best_state",
      "state", "history"}
 )
+
+
+#: What ``torch.load`` raises for a damaged file (truncated, bit-flipped, not a checkpoint).
+_DAMAGED = (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, KeyError,
+            AttributeError, TypeError, IndexError, OverflowError)
 
 
 def read_checkpoint(path: Path, log: Callable[[str], Any]) -> dict | None:
@@ -390,7 +350,9 @@ def read_checkpoint(path: Path, log: Callable[[str], Any]) -> dict | None:
         if missing:
             raise ValueError(f"lacks {missing}")
         return saved
-    except Exception as exc:  # noqa: BLE001 - torch.load raises many types for a damaged file
+    except PermissionError as exc:  # not damage: the file is fine, the job may not read it
+        raise PathError(path, f"cannot be read ({exc.strerror})") from exc
+    except _DAMAGED as exc:
         stamp = time.strftime("%Y%m%dT%H%M%S")
         aside = path.with_name(f"{path.name}.corrupt-{stamp}")
         n = 1
@@ -525,6 +487,167 @@ def _micro_batch(ctx: _StepContext, groups: Sequence[tuple[Windows, Batch]], dev
     return total
 
 
+@dataclass
+class _Run:
+    """One fold's training objects and the counters a checkpoint carries between runs."""
+
+    model: torch.nn.Module
+    ema: ModelEma | None
+    optimizer: torch.optim.Optimizer
+    plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None
+    sampler: WindowSampler
+    augment_rng: np.random.Generator
+    device: torch.device
+    signature: dict
+    best_state: dict[str, torch.Tensor]
+    state: dict[str, Any] = field(
+        default_factory=lambda: {"epoch": 0, "best_score": -np.inf, "best_epoch": -1, "bad_epochs": 0, "decays": 0,
+                                 "done": False}
+    )
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The weights validated and saved: the EMA's when on, else the model's."""
+        return self.ema.module if self.ema is not None else self.model
+
+
+def _weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def _save_checkpoint(path: Path, run: _Run) -> None:
+    """The whole training state, atomically: a rerun resumes from exactly here."""
+    device = run.device
+    with atomic_path(path) as tmp:
+        torch.save(
+            {
+                "signature": run.signature,
+                "model": run.model.state_dict(),
+                "ema": None if run.ema is None else run.ema.state_dict(),
+                "optimizer": run.optimizer.state_dict(),
+                "scheduler": None if run.plateau is None else run.plateau.state_dict(),
+                "sampler": run.sampler.state(),
+                "augment_rng": run.augment_rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "best_state": run.best_state,
+                "state": run.state,
+                "history": run.history,
+            },
+            tmp,
+        )
+
+
+def _restore_checkpoint(run: _Run, saved: Mapping[str, Any], path: Path) -> None:
+    """Put a checkpoint written by :func:`_save_checkpoint` back into ``run``; one of another
+    config or fold is refused."""
+    if saved.get("signature") != run.signature:
+        raise PathError(path, "holds a checkpoint of another model/training config or fold; "
+                        "delete it or use another checkpoint folder")
+    run.model.load_state_dict(saved["model"])
+    if run.ema is not None:
+        run.ema.load_state_dict(saved["ema"])
+    run.optimizer.load_state_dict(saved["optimizer"])
+    if run.plateau is not None:
+        run.plateau.load_state_dict(saved["scheduler"])
+    run.sampler.set_state(saved["sampler"])
+    run.augment_rng.bit_generator.state = saved["augment_rng"]
+    torch.set_rng_state(saved["torch_rng"])
+    if run.device.type == "cuda" and saved.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(saved["cuda_rng"], run.device)
+    run.best_state, run.state, run.history = saved["best_state"], saved["state"], saved["history"]
+
+
+def _train_epoch(run: _Run, ctx: _StepContext, cfg: TrainConfig, epoch: int) -> list[float]:
+    """The optimiser steps of one epoch; returns each step's loss."""
+    model, optimizer, device = run.model, run.optimizer, run.device
+    model.train()
+    losses = []
+    # the epoch's windows are drawn up front (the same for any number of loader workers)
+    steps = iter(run.sampler.steps(cfg.batches_per_epoch * cfg.grad_accumulation, device=device,
+                                   workers=cfg.loader_workers))
+    for step in range(cfg.batches_per_epoch):
+        lr = lr_at(cfg, epoch * cfg.batches_per_epoch + step)
+        if lr is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for _ in range(cfg.grad_accumulation):
+            total += _micro_batch(ctx, next(steps), device) / cfg.grad_accumulation
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        if run.ema is not None:
+            run.ema.update(model)
+        losses.append(total)
+    return losses
+
+
+def _validate(run: _Run, data: Mapping[str, WindowSource], rows: Mapping[str, np.ndarray], cfg: TrainConfig) -> float:
+    """The validation single-trial correlation of the evaluated weights."""
+    return validation_correlation(
+        run.evaluated, data, rows, skip_first=cfg.val_skip_first, window_frames=cfg.window_frames,
+        stride=cfg.val_stride or max(1, cfg.window_frames // 2), batch_size=cfg.val_batch_size, device=run.device,
+        autocast=cfg.mixed_precision, targets=cfg.targets,
+    )
+
+
+def _early_stopping(run: _Run, cfg: TrainConfig, epoch: int, score: float) -> str:
+    """Record ``score``: keep the best weights, count the epochs without progress, and when the
+    patience runs out either stop or (``lr_decay_steps``) go on, restoring the best weights if
+    asked. Returns what the epoch's log line adds (empty when nothing happened)."""
+    state = run.state
+    threshold = cfg.improvement_threshold or 0.0
+    if score > state["best_score"] + threshold:
+        state.update(best_score=score, best_epoch=epoch, bad_epochs=0)
+        run.best_state = _weights(run.evaluated)
+    else:
+        state["bad_epochs"] += 1
+    if state["bad_epochs"] < cfg.patience:
+        return ""
+    state["decays"] = state.get("decays", 0) + 1
+    if state["decays"] >= cfg.lr_decay_steps:
+        state["done"] = True
+        return " - stopping early"
+    state["bad_epochs"] = 0
+    if not cfg.restore_best:
+        return f" - patience ran out ({state['decays']}/{cfg.lr_decay_steps})"
+    run.model.load_state_dict(run.best_state)
+    if run.ema is not None:
+        run.ema.module.load_state_dict(run.best_state)
+    return f" - patience ran out ({state['decays']}/{cfg.lr_decay_steps}), best weights restored"
+
+
+def _optimizer(
+    model: torch.nn.Module, cfg: TrainConfig
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau | None]:
+    """AdamW, and the reduce-on-plateau scheduler when ``scheduler`` is ``plateau`` (the other
+    schedules are set per step by :func:`lr_at`)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.scheduler != "plateau":
+        return optimizer, None
+    threshold = {} if cfg.improvement_threshold is None else {
+        "threshold": cfg.improvement_threshold, "threshold_mode": "abs"}
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr,
+        **threshold,
+    )
+    return optimizer, plateau
+
+
+def _loss_skip(model: torch.nn.Module, cfg: TrainConfig) -> int:
+    """First frames of each window left out of the loss."""
+    skip = cfg.loss_skip_frames
+    if skip is None:  # the model contract: skip the context unless the window is within the reach
+        reach = model.context_frames + getattr(model, "lookahead_frames", 0)
+        skip = model.context_frames if reach < cfg.window_frames else 0
+    if skip >= cfg.window_frames:
+        raise ConfigError(f"training.window_frames: {cfg.window_frames} must exceed the {skip} frames left out of the loss")
+    return skip
+
+
 def train(
     store_dirs: Sequence[str | Path],
     model_config: ModelConfig,
@@ -541,17 +664,15 @@ def train(
     teachers: Sequence[str | Path] = (),
     distillation: DistillConfig | None = None,
     labelled_tiers: Sequence[str] = LABELLED_TIERS,
-    on_epoch_end: Callable[[int, dict], Any] | None = None,
 ) -> dict:
     """Train ``model_config`` on fold ``fold`` of ``n_folds`` of the mice of ``store_dirs``;
     returns a summary.
 
     Fold ``k`` validates on the trials of fold ``k`` (grouped by ``fold_grouping``, see
-    :func:`fold_rows`) of every mouse and trains on the rest, over the ``labelled_tiers``
+    :func:`folds.fold_rows`) of every mouse and trains on the rest, over the ``labelled_tiers``
     whose responses each archive releases (withheld, all-zero tiers are left out). ``teachers``
-    (first-stage model files of the same fold) switch distillation on. ``on_epoch_end(epoch,
-    metrics)`` is called after each epoch's checkpoint is written (tests interrupt training
-    with it).
+    (first-stage model files of the same fold) switch distillation on. Each epoch's log line is
+    written after its checkpoint.
     """
     cfg = train_config
     unknown = sorted(set(labelled_tiers) - set(TIERS))
@@ -597,12 +718,7 @@ def train(
     torch.manual_seed(model_seed)
     model = build_model(model_config, metas).to(device)
     ema = ModelEma(model, cfg.ema_decay, warmup=cfg.ema_warmup) if cfg.ema_decay > 0 else None
-    skip = cfg.loss_skip_frames
-    if skip is None:  # the model contract: skip the context unless the window is within the reach
-        reach = model.context_frames + getattr(model, "lookahead_frames", 0)
-        skip = model.context_frames if reach < cfg.window_frames else 0
-    if skip >= cfg.window_frames:
-        raise ConfigError(f"training.window_frames: {cfg.window_frames} must exceed the {skip} frames left out of the loss")
+    skip = _loss_skip(model, cfg)
     sampler = WindowSampler(
         data, train_rows, cfg.window_frames, cfg.batch_size, sampler_seed,
         frame_step=getattr(model, "frame_step", 1), mouse_weights=cfg.mouse_sampling, batching=cfg.batching,
@@ -616,15 +732,7 @@ def train(
             raise ConfigError(f"distillation: the teachers {teacher.paths} were trained on {teacher.target_kind} "
                               f"targets, this stage trains on {cfg.targets} (training.targets must match)")
         log(f"distilling from {teacher.paths} (weight {distill.weight}) into the readouts of {teacher.mice}")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    plateau = None
-    if cfg.scheduler == "plateau":
-        threshold = {} if cfg.improvement_threshold is None else {
-            "threshold": cfg.improvement_threshold, "threshold_mode": "abs"}
-        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr,
-            **threshold,
-        )
+    optimizer, plateau = _optimizer(model, cfg)
     ctx = _StepContext(
         model=model, cfg=cfg, skip=skip,
         frame_size=model.inputs.output_size(VIDEO_HEIGHT, VIDEO_WIDTH), rng=augment_rng, mice=mice,
@@ -634,86 +742,27 @@ def train(
     extra = {"fold_grouping": fold_grouping, "phash_distance": phash_distance if fold_grouping == "phash" else None,
              "teachers": [str(p) for p in teachers], "distillation": distill.to_dict() if teacher else None,
              "labelled_tiers": labelled_tiers}
-    signature = _signature(model_config, cfg, fold, n_folds, mice, extra)
-    state: dict[str, Any] = {"epoch": 0, "best_score": -np.inf, "best_epoch": -1, "bad_epochs": 0, "decays": 0,
-                             "done": False}
-    history: list[dict] = []
-    evaluated = ema.module if ema is not None else model
-    best_state = {k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()}
+    run = _Run(
+        model=model, ema=ema, optimizer=optimizer, plateau=plateau, sampler=sampler, augment_rng=augment_rng,
+        device=device, signature=_signature(model_config, cfg, fold, n_folds, mice, extra),
+        best_state=_weights(ema.module if ema is not None else model),
+    )
     checkpoint = checkpoint_dir / CHECKPOINT_NAME
     saved = read_checkpoint(checkpoint, log)
     if saved is not None:
-        if saved.get("signature") != signature:
-            raise PathError(checkpoint, "holds a checkpoint of another model/training config or fold; "
-                            "delete it or use another checkpoint folder")
-        model.load_state_dict(saved["model"])
-        if ema is not None:
-            ema.load_state_dict(saved["ema"])
-        optimizer.load_state_dict(saved["optimizer"])
-        if plateau is not None:
-            plateau.load_state_dict(saved["scheduler"])
-        sampler.set_state(saved["sampler"])
-        augment_rng.bit_generator.state = saved["augment_rng"]
-        torch.set_rng_state(saved["torch_rng"])
-        if device.type == "cuda" and saved.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(saved["cuda_rng"], device)
-        best_state, state, history = saved["best_state"], saved["state"], saved["history"]
-        log(f"resumed from {checkpoint} after epoch {state['epoch']} (best {state['best_score']:.4f})")
+        _restore_checkpoint(run, saved, checkpoint)
+        log(f"resumed from {checkpoint} after epoch {run.state['epoch']} (best {run.state['best_score']:.4f})")
 
-    while not state["done"] and state["epoch"] < cfg.max_epochs:
-        epoch = state["epoch"]
+    while not run.state["done"] and run.state["epoch"] < cfg.max_epochs:
+        epoch = run.state["epoch"]
         started = time.perf_counter()
-        model.train()
-        losses = []
-        # the epoch's windows are drawn up front (the same for any number of loader workers)
-        steps = iter(sampler.steps(cfg.batches_per_epoch * cfg.grad_accumulation, device=device,
-                                   workers=cfg.loader_workers))
-        for step in range(cfg.batches_per_epoch):
-            global_step = epoch * cfg.batches_per_epoch + step
-            lr = lr_at(cfg, global_step)
-            if lr is not None:
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-            optimizer.zero_grad(set_to_none=True)
-            total = 0.0
-            for _ in range(cfg.grad_accumulation):
-                total += _micro_batch(ctx, next(steps), device) / cfg.grad_accumulation
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            if ema is not None:
-                ema.update(model)
-            losses.append(total)
-        score = validation_correlation(
-            evaluated, data, val_rows, skip_first=cfg.val_skip_first, window_frames=cfg.window_frames,
-            stride=cfg.val_stride or max(1, cfg.window_frames // 2), batch_size=cfg.val_batch_size, device=device,
-            autocast=cfg.mixed_precision, targets=cfg.targets,
-        )
+        losses = _train_epoch(run, ctx, cfg, epoch)
+        score = _validate(run, data, val_rows, cfg)
         lr = optimizer.param_groups[0]["lr"]
         if plateau is not None and epoch + 1 >= cfg.warmup_epochs:
             plateau.step(score)
-        threshold = cfg.improvement_threshold or 0.0
-        note = ""
-        if score > state["best_score"] + threshold:
-            state.update(best_score=score, best_epoch=epoch, bad_epochs=0)
-            best_state = {k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()}
-        else:
-            state["bad_epochs"] += 1
-        if state["bad_epochs"] >= cfg.patience:
-            state["decays"] = state.get("decays", 0) + 1
-            if state["decays"] >= cfg.lr_decay_steps:
-                state["done"] = True
-                note = " - stopping early"
-            else:
-                state["bad_epochs"] = 0
-                if cfg.restore_best:
-                    model.load_state_dict(best_state)
-                    if ema is not None:
-                        ema.module.load_state_dict(best_state)
-                    note = f" - patience ran out ({state['decays']}/{cfg.lr_decay_steps}), best weights restored"
-                else:
-                    note = f" - patience ran out ({state['decays']}/{cfg.lr_decay_steps})"
-        state["epoch"] = epoch + 1
+        note = _early_stopping(run, cfg, epoch, score)
+        run.state["epoch"] = epoch + 1
         row = {
             "epoch": epoch,
             "step": (epoch + 1) * cfg.batches_per_epoch,
@@ -722,43 +771,25 @@ def train(
             "val_correlation": score,
             "seconds": round(time.perf_counter() - started, 3),
         }
-        history.append(row)
-        with atomic_path(checkpoint) as tmp:
-            torch.save(
-                {
-                    "signature": signature,
-                    "model": model.state_dict(),
-                    "ema": None if ema is None else ema.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": None if plateau is None else plateau.state_dict(),
-                    "sampler": sampler.state(),
-                    "augment_rng": augment_rng.bit_generator.state,
-                    "torch_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                    "best_state": best_state,
-                    "state": state,
-                    "history": history,
-                },
-                tmp,
-            )
-        _write_metrics(out_metrics_csv, history)
+        run.history.append(row)
+        _save_checkpoint(checkpoint, run)
+        _write_metrics(out_metrics_csv, run.history)
         log(
             f"epoch {epoch + 1}/{cfg.max_epochs} step {row['step']}: loss {row['train_loss']:.4f} "
-            f"val corr {score:.4f} (best {state['best_score']:.4f}) lr {lr:.2e} {row['seconds']:.1f}s" + note
+            f"val corr {score:.4f} (best {run.state['best_score']:.4f}) lr {lr:.2e} {row['seconds']:.1f}s" + note
         )
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, row)
 
-    if not history:
+    if not run.history:
         raise ConfigError("training.max_epochs: no epoch was trained")
-    _write_metrics(out_metrics_csv, history)
-    evaluated.load_state_dict(best_state)
+    _write_metrics(out_metrics_csv, run.history)
+    evaluated = run.evaluated
+    evaluated.load_state_dict(run.best_state)
     summary = {
         "fold": fold,
         "n_folds": n_folds,
-        "best_epoch": int(state["best_epoch"]),
-        "best_val_correlation": float(state["best_score"]),
-        "epochs": int(state["epoch"]),
+        "best_epoch": int(run.state["best_epoch"]),
+        "best_val_correlation": float(run.state["best_score"]),
+        "epochs": int(run.state["epoch"]),
         "device": device.type,
         "stage": 2 if teacher is not None else 1,
     }

@@ -16,6 +16,9 @@ sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
 from sensorium_pipeline import __version__ as CODE_VERSION  # noqa: E402  (a code change re-runs the rules that use it)
 from sensorium_pipeline.download import local_path  # noqa: E402
 from sensorium_pipeline.deeplake_url import dataset_path, is_deeplake_url, is_retired_url, retired_error  # noqa: E402
+from sensorium_pipeline.errors import ConfigError  # noqa: E402
+# imports torch: the model YAMLs are checked with the typed configs the train job uses
+from sensorium_pipeline.train import load_model_file  # noqa: E402
 
 MICE = [m["name"] for m in config["mice"]]
 MOUSE = {m["name"]: m for m in config["mice"]}
@@ -35,6 +38,18 @@ FOLDS = config["training"]["folds"] if config["training"]["folds"] is not None e
 for _fold in FOLDS:
     if _fold >= N_FOLDS:
         raise ValueError(f"config 'training.folds': fold {_fold} is not below n_folds={N_FOLDS}")
+# Each model YAML is read as the train job reads it (typed model and training configs, with the
+# workflow's seed, threads and device), so a typo fails here, at `snakemake -n`, naming file and key.
+for _model in MODELS:
+    try:
+        load_model_file(
+            Path(config["model_dir"]) / f"{_model}.yaml",
+            seed=config["training"]["seed"],
+            threads=config["training"]["threads"],
+            device=config["training"]["device"],
+        )
+    except ConfigError as _exc:
+        raise ValueError(f"config 'models', {_model}: {_exc}") from None
 ENSEMBLE_MODELS = config["ensemble"]["models"] or MODELS
 for _model in ENSEMBLE_MODELS:
     if _model not in MODELS:
@@ -158,20 +173,11 @@ def train_inputs(wildcards):
     return inputs
 
 
-def model_config_file(wildcards):
-    return str(Path(config["model_dir"]) / f"{run_model(wildcards.run)}.yaml")
-
-
 def model_config_digest(model):
     """Short hash of a model config: checkpoints of another config are never resumed."""
     text = (Path(config["model_dir"]) / f"{run_model(model)}.yaml").read_bytes()
     payload = text + json.dumps(config["training"], sort_keys=True).encode()
     return hashlib.sha256(payload).hexdigest()[:12]
-
-
-def training_metrics():
-    """Every training job's per-epoch metrics CSV, keyed by a label (``<unit> fold <k>``)."""
-    return {f"{unit} fold {fold}": f"results/models/{unit}/fold{fold}/metrics.csv" for unit in TRAIN_UNITS for fold in FOLDS}
 
 
 def simulation_settings(mouse):

@@ -102,17 +102,33 @@ class _Section:
 # --- cores --------------------------------------------------------------------------------------
 
 
+def _penalty(section: str, name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ConfigError(f"{section}.{name}: expected a number >= 0, got {value!r}")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class Factorized3dCoreConfig(_Section):
-    """The official baseline core: per layer a spatial ``(1, k, k)`` then a causal temporal
-    ``(k_t, 1, 1)`` convolution, batch norm, ELU. Defaults are the baseline's (spec §7)."""
+    """The official baseline core: per layer a spatial ``(1, k, k)`` then a temporal
+    ``(k_t, 1, 1)`` convolution (with biases, unpadded), batch norm, ELU. Architecture
+    defaults are the starter kit's factorised-3D baseline; the penalty strengths default to
+    0 (the baseline's YAML sets 10 and 0.01)."""
 
     section: ClassVar[str] = "model.core"
     type: str = "factorized3d"
     channels: tuple[int, ...] = (32, 64, 128)
     spatial_kernels: tuple[int, ...] = (11, 5, 5)
     temporal_kernels: tuple[int, ...] = (11, 5, 5)
-    batch_norm_momentum: float = 0.1
+    #: Zero-pad the spatial convolutions ("same" size maps); the baseline does not, so each
+    #: layer shrinks the map by ``kernel - 1`` (36 x 64 -> 18 x 46).
+    padding: bool = False
+    #: PyTorch convention (weight of the new batch's statistics); the baseline's is 0.7.
+    batch_norm_momentum: float = 0.7
+    #: Strength of the Laplace smoothness penalty on the first layer's spatial filters
+    #: (neuralpredictors' ``gamma_input_spatial``) and on its temporal filters (``gamma_input_temporal``).
+    spatial_laplace: float = 0.0
+    temporal_laplace: float = 0.0
 
     def __post_init__(self) -> None:
         s = self.section
@@ -122,13 +138,18 @@ class Factorized3dCoreConfig(_Section):
             s, channels=self.channels, spatial_kernels=self.spatial_kernels, temporal_kernels=self.temporal_kernels
         )
         _odd(s, "spatial_kernels", self.spatial_kernels)
+        _bool(s, "padding", self.padding)
         _number(s, "batch_norm_momentum", self.batch_norm_momentum, 0.0, 1.0)
+        for name in ("spatial_laplace", "temporal_laplace"):
+            object.__setattr__(self, name, _penalty(s, name, getattr(self, name)))
 
 
 @dataclass(frozen=True)
 class Gru2dCoreConfig(_Section):
     """The baseline's other core: a 2D convolution stack per frame, then a convolutional GRU
-    over time (causal; its state starts at zero in every window)."""
+    over time (causal; its state starts at zero in every window). Architecture defaults are
+    the starter kit's 2D-core + GRU model (``models_demo`` notebook); penalty strengths
+    default to 0 (the baseline's YAML sets 500 and 500,000)."""
 
     section: ClassVar[str] = "model.core"
     type: str = "gru2d"
@@ -136,15 +157,25 @@ class Gru2dCoreConfig(_Section):
     channels: tuple[int, ...] = (64, 64, 64, 64)
     input_kernel: int = 9
     hidden_kernel: int = 7
-    #: Hidden layers as depth-wise then point-wise convolutions (fewer parameters and FLOPs).
-    depth_separable: bool = True
+    #: Hidden layers as depth-wise then point-wise convolutions (fewer parameters and FLOPs;
+    #: not the baseline, which uses full convolutions).
+    depth_separable: bool = False
+    #: Zero-pad the first layer ("same" size); the baseline does not (36 x 64 -> 28 x 56).
+    pad_input: bool = False
+    #: ELU after the last 2D layer too; the baseline has none there.
+    final_nonlinearity: bool = False
     gru_channels: int = 64
-    gru_input_kernel: int = 9
-    gru_kernel: int = 9
+    gru_input_kernel: int = 7
+    gru_kernel: int = 7
     #: Frames a window needs before its outputs are trusted (the GRU warms up from a zero
     #: state); reported as the model's ``context_frames``.
     burn_in_frames: int = 10
-    batch_norm_momentum: float = 0.1
+    batch_norm_momentum: float = 0.9
+    #: Strength of the Laplace smoothness penalty on the first layer's filters
+    #: (neuralpredictors' ``gamma_input``) and of the group sparsity of the hidden layers'
+    #: filters (``gamma_hidden``).
+    input_laplace: float = 0.0
+    hidden_group_sparsity: float = 0.0
 
     def __post_init__(self) -> None:
         s = self.section
@@ -154,8 +185,11 @@ class Gru2dCoreConfig(_Section):
             _odd(s, name, (getattr(self, name),))
         _int(s, "gru_channels", self.gru_channels, 1)
         _int(s, "burn_in_frames", self.burn_in_frames, 0)
-        _bool(s, "depth_separable", self.depth_separable)
+        for name in ("depth_separable", "pad_input", "final_nonlinearity"):
+            _bool(s, name, getattr(self, name))
         _number(s, "batch_norm_momentum", self.batch_norm_momentum, 0.0, 1.0)
+        for name in ("input_laplace", "hidden_group_sparsity"):
+            object.__setattr__(self, name, _penalty(s, name, getattr(self, name)))
 
 
 @dataclass(frozen=True)
@@ -227,7 +261,8 @@ CORES: dict[str, type] = {
 
 @dataclass(frozen=True)
 class GaussianReadoutConfig(_Section):
-    """One point of the feature map per neuron, predicted from its cortical coordinates."""
+    """One point of the feature map per neuron, predicted from its cortical coordinates
+    (the starter kit's readout; defaults are its settings)."""
 
     section: ClassVar[str] = "model.readout"
     type: str = "gaussian"
@@ -236,8 +271,12 @@ class GaussianReadoutConfig(_Section):
     position_layers: int = 1
     #: Cortical coordinates the MLP sees: 2 (x, y; the baseline) or 3 (x, y, depth).
     position_dims: int = 2
-    #: Initial std of the Gaussian position noise during training (grid units, [-1, 1]).
-    init_sigma: float = 0.2
+    #: The 2x2 matrix that scales the training-time position noise starts with entries
+    #: uniform in ``[-init_sigma, init_sigma]`` (grid units; the map spans [-1, 1]).
+    init_sigma: float = 1.0
+    #: Strength of the L1 penalty on the channel weights (summed; neuralpredictors'
+    #: ``gamma_readout``, 0 in the baseline).
+    l1: float = 0.0
 
     def __post_init__(self) -> None:
         s = self.section
@@ -246,6 +285,7 @@ class GaussianReadoutConfig(_Section):
         if self.position_dims not in (2, 3) or isinstance(self.position_dims, bool):
             raise ConfigError(f"{s}.position_dims: expected 2 or 3, got {self.position_dims!r}")
         _number(s, "init_sigma", self.init_sigma, 0.0, 2.0)
+        object.__setattr__(self, "l1", _penalty(s, "l1", self.l1))
 
 
 @dataclass(frozen=True)
@@ -329,6 +369,8 @@ _LEGACY_SHIFTER = {"shifter_hidden": "hidden", "shifter_layers": "layers"}
 def _from_legacy(data: dict[str, Any]) -> dict[str, Any]:
     """Translate the flat first format (a factorised 3D core) to the nested one."""
     core = {"type": "factorized3d"} | {new: data.pop(old) for old, new in _LEGACY_CORE.items() if old in data}
+    core.setdefault("padding", True)  # the first format's core kept the map size
+    core.setdefault("batch_norm_momentum", 0.1)
     readout_type = data.pop("readout", "gaussian")
     readout = {"type": readout_type}
     for old, new in _LEGACY_READOUT.items():

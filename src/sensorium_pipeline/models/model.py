@@ -78,19 +78,32 @@ def build_core(config: ModelConfig, in_channels: int) -> nn.Module:
     ``lookahead_frames`` and ``output_size(height, width)``."""
     c = config.core
     if isinstance(c, Factorized3dCoreConfig):
-        return Factorized3dCore(in_channels, c.channels, c.spatial_kernels, c.temporal_kernels, c.batch_norm_momentum)
+        return Factorized3dCore(
+            in_channels,
+            c.channels,
+            c.spatial_kernels,
+            c.temporal_kernels,
+            padding=c.padding,
+            momentum=c.batch_norm_momentum,
+            spatial_laplace=c.spatial_laplace,
+            temporal_laplace=c.temporal_laplace,
+        )
     if isinstance(c, Gru2dCoreConfig):
         return Gru2dCore(
             in_channels,
             c.channels,
             c.input_kernel,
             c.hidden_kernel,
-            c.depth_separable,
-            c.gru_channels,
-            c.gru_input_kernel,
-            c.gru_kernel,
-            c.burn_in_frames,
-            c.batch_norm_momentum,
+            depth_separable=c.depth_separable,
+            pad_input=c.pad_input,
+            final_nonlinearity=c.final_nonlinearity,
+            gru_channels=c.gru_channels,
+            gru_input_kernel=c.gru_input_kernel,
+            gru_kernel=c.gru_kernel,
+            burn_in_frames=c.burn_in_frames,
+            momentum=c.batch_norm_momentum,
+            input_laplace=c.input_laplace,
+            hidden_group_sparsity=c.hidden_group_sparsity,
         )
     if isinstance(c, DwiseNeuroCoreConfig):
         return DwiseNeuroCore(
@@ -115,7 +128,7 @@ def build_core(config: ModelConfig, in_channels: int) -> nn.Module:
 def build_readout(
     config: ModelConfig, meta: MouseMeta, in_channels: int, map_size: tuple[int, int], init_bias: np.ndarray | None
 ) -> Readout | DwiseNeuroReadout:
-    """The readout of ``config.readout`` for one mouse."""
+    """The readout of ``config.readout`` for one mouse; ``init_bias`` is its initial bias."""
     r = config.readout
     if isinstance(r, GaussianReadoutConfig):
         return GaussianReadout(
@@ -125,6 +138,7 @@ def build_readout(
             position_layers=r.position_layers,
             position_dims=r.position_dims,
             init_sigma=r.init_sigma,
+            l1=r.l1,
             init_bias=init_bias,
         )
     if isinstance(r, FactorizedReadoutConfig):
@@ -167,10 +181,20 @@ class SensoriumModel(nn.Module):
         self.shifters = nn.ModuleDict()
         for meta in mice:
             key = self._index[meta.name]
-            init_bias = None if meta.mean_response is None else self.nonlinearity.inverse(meta.mean_response)
+            init_bias = self._initial_bias(meta)
             self.readouts[key] = build_readout(config, meta, self.core.out_channels, map_size, init_bias)
             if config.shifter is not None:
                 self.shifters[key] = MLPShifter(config.shifter.hidden, config.shifter.layers)
+
+    def _initial_bias(self, meta: MouseMeta) -> np.ndarray | None:
+        """The readout bias a mouse starts with: the Gaussian readout's is the mean response
+        itself (as the starter kit initialises it), the others' the output nonlinearity's
+        inverse of it (so that the first predictions are the mean)."""
+        if meta.mean_response is None:
+            return None
+        if isinstance(self.config.readout, GaussianReadoutConfig):
+            return np.asarray(meta.mean_response, dtype=np.float64)
+        return self.nonlinearity.inverse(meta.mean_response)
 
     @property
     def context_frames(self) -> int:
@@ -197,6 +221,15 @@ class SensoriumModel(nn.Module):
     def readout_l1(self, mouse: str) -> torch.Tensor:
         """Sparsity penalty of the mouse's readout (its ``l1``: weights summed per neuron, mean over neurons)."""
         return self.readouts[self._key(mouse)].l1()
+
+    def regularizer(self, mouse: str) -> torch.Tensor:
+        """The weight penalties of the core and of ``mouse``'s readout with the strengths of the
+        model config (0-dim): what the starter kit adds to its loss for a batch of that mouse,
+        ``sum(core.regularizer()) + readout.regularizer(data_key)`` in neuralpredictors."""
+        parts = (self.core, self.readouts[self._key(mouse)])
+        penalties = [part.regularizer() for part in parts if hasattr(part, "regularizer")]
+        zero = torch.zeros((), device=next(self.parameters()).device)
+        return sum(penalties, zero)
 
     def _key(self, mouse: str) -> str:
         if mouse not in self._index:

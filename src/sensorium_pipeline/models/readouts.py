@@ -20,17 +20,22 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _standardise(coordinates: np.ndarray) -> np.ndarray:
-    """Centre and scale each coordinate axis over neurons (an axis with no spread stays 0)."""
+def centre_and_scale(coordinates: np.ndarray) -> np.ndarray:
+    """Coordinates minus their mean over neurons, divided by the largest absolute value
+    left (one number for all axes, so the cortical map keeps its aspect ratio); all values
+    end in ``[-1, 1]``. All neurons at one place stay at 0."""
     coordinates = np.asarray(coordinates, dtype=np.float64)
-    std = coordinates.std(axis=0)
-    return (coordinates - coordinates.mean(axis=0)) / np.where(std > 0, std, 1.0)
+    centred = coordinates - coordinates.mean(axis=0, keepdims=True)
+    scale = np.abs(centred).max() if centred.size else 0.0
+    return centred / scale if scale > 0 else centred
 
 
 class PositionMLP(nn.Module):
-    """Cortical coordinates ``(N, dims)`` → readout positions ``(N, 2)`` as (x, y) in ``[-1, 1]``."""
+    """Cortical coordinates ``(N, dims)`` -> readout positions ``(N, 2)`` as (x, y) in
+    ``[-1, 1]``: ``layers`` hidden layers of ``hidden`` units with ELU, then a linear map to
+    2 and tanh (PyTorch's default initialisation, as the reference)."""
 
-    def __init__(self, hidden: int = 30, layers: int = 2, dims: int = 3) -> None:
+    def __init__(self, hidden: int = 30, layers: int = 1, dims: int = 2) -> None:
         super().__init__()
         widths = [dims] + [hidden] * layers
         blocks: list[nn.Module] = []
@@ -44,7 +49,8 @@ class PositionMLP(nn.Module):
 
 
 class Readout(nn.Module):
-    """What every readout shares: one bias per neuron (initialised from the mean response)."""
+    """What every readout shares: one bias per neuron (its initial value given by the model),
+    and a weight penalty (:meth:`regularizer`, none unless a readout defines one)."""
 
     def __init__(self, n_neurons: int, init_bias: np.ndarray | None = None) -> None:
         super().__init__()
@@ -55,9 +61,23 @@ class Readout(nn.Module):
     def n_neurons(self) -> int:
         return self.bias.shape[0]
 
+    def regularizer(self) -> torch.Tensor:
+        return self.bias.new_zeros(())
+
 
 class GaussianReadout(Readout):
-    """``(B, C, T, h, w)`` features (+ optional ``(B, T, 2)`` shift) → ``(B, T, N)`` pre-activations."""
+    """``(B, C, T, h, w)`` features (+ optional ``(B, T, 2)`` shift) -> ``(B, T, N)`` pre-activations.
+
+    The official baseline's readout (neuralpredictors' full Gaussian readout with a position
+    network). Neuron ``n`` reads the feature map at position ``mu_n`` (bilinear; zero outside
+    the map), weights the channels with ``features[:, n]`` and adds ``bias[n]``. ``mu`` comes
+    from :class:`PositionMLP` applied to the cortical coordinates (first ``position_dims``
+    axes, :func:`centre_and_scale`). During training every frame reads at
+    ``clamp(mu + sigma_n @ z, -1, 1)`` with ``z ~ N(0, I)`` drawn per frame and neuron, where
+    ``sigma_n`` is a learnt 2x2 matrix (initialised uniform in ``[-init_sigma, init_sigma]``);
+    evaluation reads at ``mu``. A shift is added after the clamp. ``features`` start at
+    ``1 / C``. The penalty is ``l1 x sum |features|``.
+    """
 
     def __init__(
         self,
@@ -65,22 +85,30 @@ class GaussianReadout(Readout):
         coordinates: np.ndarray,
         *,
         position_hidden: int = 30,
-        position_layers: int = 2,
-        position_dims: int = 3,
-        init_sigma: float = 0.2,
+        position_layers: int = 1,
+        position_dims: int = 2,
+        init_sigma: float = 1.0,
+        l1: float = 0.0,
         init_bias: np.ndarray | None = None,
     ) -> None:
         n_neurons = len(coordinates)
         super().__init__(n_neurons, init_bias)
         coordinates = np.asarray(coordinates, dtype=np.float64).reshape(n_neurons, -1)[:, :position_dims]
-        self.register_buffer("coordinates", torch.as_tensor(_standardise(coordinates), dtype=torch.float32))
+        self.register_buffer("coordinates", torch.as_tensor(centre_and_scale(coordinates), dtype=torch.float32))
         self.positions = PositionMLP(position_hidden, position_layers, position_dims)
-        self.sigma = nn.Parameter(torch.full((n_neurons, 2), float(init_sigma)))
-        self.weight = nn.Parameter(torch.full((in_channels, n_neurons), 1.0 / in_channels))
+        self.sigma = nn.Parameter(torch.empty(n_neurons, 2, 2).uniform_(-init_sigma, init_sigma))
+        self.features = nn.Parameter(torch.full((in_channels, n_neurons), 1.0 / in_channels))
+        self.l1_strength = float(l1)
 
     def l1(self) -> torch.Tensor:
         """L1 norm of the channel weights, summed over channels, mean over neurons."""
-        return self.weight.abs().sum(0).mean()
+        return self.features.abs().sum(0).mean()
+
+    def regularizer(self) -> torch.Tensor:
+        """The reference's readout penalty: ``l1 x sum |features|`` (zero in the baseline)."""
+        if not self.l1_strength:
+            return self.features.new_zeros(())
+        return self.l1_strength * self.features.abs().sum()
 
     def mean_positions(self) -> torch.Tensor:
         """``(N, 2)`` grid positions (x, y) the readout uses at evaluation."""
@@ -88,18 +116,17 @@ class GaussianReadout(Readout):
 
     def forward(self, features: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
         batch, channels, time, height, width = features.shape
-        grid = self.mean_positions()[None, None]  # (1, 1, N, 2)
+        frames = batch * time
+        grid = self.mean_positions()[None]  # (1, N, 2)
         if self.training:
-            noise = torch.randn(batch, 1, self.n_neurons, 2, device=features.device, dtype=features.dtype)
-            grid = grid + noise * self.sigma
+            noise = torch.randn(frames, self.n_neurons, 2, device=features.device, dtype=grid.dtype)
+            grid = grid + torch.einsum("ncd,fnd->fnc", self.sigma, noise)
+        grid = grid.clamp(-1.0, 1.0).expand(frames, self.n_neurons, 2)
         if shift is not None:
-            grid = grid + shift[:, :, None, :]
-        grid = grid.expand(batch, time, self.n_neurons, 2).clamp(-1.0, 1.0)
-        frames = features.transpose(1, 2).reshape(batch * time, channels, height, width)
-        sampled = F.grid_sample(
-            frames, grid.reshape(batch * time, 1, self.n_neurons, 2), mode="bilinear", align_corners=True
-        )  # (B*T, C, 1, N)
-        out = torch.einsum("bcn,cn->bn", sampled[:, :, 0], self.weight) + self.bias
+            grid = grid + shift.reshape(frames, 1, 2).to(grid.dtype)
+        maps = features.transpose(1, 2).reshape(frames, channels, height, width)
+        sampled = F.grid_sample(maps, grid[:, :, None].to(maps.dtype), mode="bilinear", align_corners=True)
+        out = torch.einsum("fcn,cn->fn", sampled[..., 0], self.features.to(sampled.dtype)) + self.bias
         return out.reshape(batch, time, self.n_neurons)
 
 

@@ -1,7 +1,7 @@
 """Shifters: where the eye looks moves each neuron's receptive field on the screen.
 
-A small MLP per mouse maps the (z-scored) pupil centre of every frame to a shift of all
-readout positions of that mouse, in grid units (``[-1, 1]`` spans the screen).
+A small MLP per mouse maps the (official-normalised) pupil centre of every frame to a shift
+of all readout positions of that mouse, in grid units (``[-1, 1]`` spans the feature map).
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from torch import nn
 
 
 class MLPShifter(nn.Module):
-    """``(batch, time, 2)`` pupil centre → ``(batch, time, 2)`` shift in ``[-1, 1]`` (tanh)."""
+    """``(batch, time, 2)`` pupil centre -> ``(batch, time, 2)`` shift in ``[-1, 1]``: ``layers``
+    linear layers (``hidden`` units between them), each followed by tanh, with PyTorch's
+    default initialisation, as the starter kit's shifter (2-5-5-2, 57 parameters)."""
 
     def __init__(self, hidden: int = 5, layers: int = 3) -> None:
         super().__init__()
@@ -21,10 +23,6 @@ class MLPShifter(nn.Module):
             blocks.append(nn.Linear(widths[i], widths[i + 1]))
             blocks.append(nn.Tanh())
         self.mlp = nn.Sequential(*blocks)
-        # Start at "no shift": the last layer outputs 0 until training says otherwise.
-        last = self.mlp[-2]
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
 
     def forward(self, pupil_center: torch.Tensor) -> torch.Tensor:
         return self.mlp(pupil_center)

@@ -40,7 +40,8 @@ for _fold in FOLDS:
         raise ValueError(f"config 'training.folds': fold {_fold} is not below n_folds={N_FOLDS}")
 # Each model YAML is read as the train job reads it (typed model and training configs, with the
 # workflow's seed, threads and device), so a typo fails here, at `snakemake -n`, naming file and key.
-for _model in MODELS:
+# (Imported models have no file: their architecture comes from their checkpoints.)
+for _model in TRAINED_MODELS:
     try:
         load_model_file(
             Path(config["model_dir"]) / f"{_model}.yaml",

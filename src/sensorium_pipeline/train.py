@@ -45,6 +45,7 @@ from .ema import ModelEma
 from .errors import ConfigError, PathError
 from .folds import fold_rows
 from .layout import LABELLED_TIERS, TEST_TIERS, TIERS, VIDEO_HEIGHT, VIDEO_WIDTH
+from .losses import POISSON_EPS, poisson_nll
 from .metrics import corr
 from .models import ModelConfig, MouseMeta, build_model, save_trained
 from .models.config import reject_unknown
@@ -221,14 +222,14 @@ def load_model_file(
         raise ConfigError(f"{path}: {exc}") from exc
 
 
-def poisson_loss(prediction: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+def poisson_loss(prediction: torch.Tensor, target: torch.Tensor, eps: float = POISSON_EPS) -> torch.Tensor:
     """Mean Poisson negative log-likelihood (up to a constant) of non-negative targets."""
-    return (prediction - target * torch.log(prediction + eps)).mean()
+    return poisson_nll(prediction, target, eps).mean()
 
 
-def poisson_sum(prediction: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+def poisson_sum(prediction: torch.Tensor, target: torch.Tensor, eps: float = POISSON_EPS) -> torch.Tensor:
     """The same, summed over every element (``PoissonNLLLoss(log_input=False)``, reduction sum)."""
-    return (prediction - target * torch.log(prediction + eps)).sum()
+    return poisson_nll(prediction, target, eps).sum()
 
 
 @torch.no_grad()

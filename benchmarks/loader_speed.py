@@ -246,7 +246,7 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-#: The official baseline's windows (spec §7): 80 frames, batches of 8; always measured beside the
+#: The official baseline's windows (docs/models.md): 80 frames, batches of 8; always measured beside the
 #: largest config's own windows, whose length may differ (DwiseNeuro: 16 frames every 2nd).
 BASELINE_GEOMETRY = Geometry(window=80, step=1, batch=8)
 

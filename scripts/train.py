@@ -32,6 +32,7 @@ with log_to(smk.log[0]) as log:
         log=log.info,
         fold_grouping=options["fold_grouping"],
         phash_distance=options["phash_distance"],
+        labelled_tiers=options["labelled_tiers"],
         teachers=[smk.input.teacher] if "teacher" in smk.input.keys() else [],
         distillation=DistillConfig(**distillation),
     )

@@ -109,6 +109,17 @@ N_NEURONS = 20
 FRAMES = 60  # natural trials; bonus trials run 50-70 frames, so T_pad is up to 70
 
 
+def withhold_responses(store: Path, tiers: list[str] | tuple[str, ...]) -> None:
+    """Set the responses of every trial of ``tiers`` to zero, as the archives withhold test
+    tiers. Every chunk stays on disk, as ``convert`` writes them: zarr would otherwise drop an
+    all-zero chunk, which the store reports as damage."""
+    trials = pd.read_parquet(store / TRIALS_NAME)
+    with zarr.config.set({"array.write_empty_chunks": True}):  # read when the array is opened
+        responses = zarr.open_group(str(store / ZARR_NAME), mode="r+")["responses"]
+        for row in trials.loc[trials["tier"].isin(list(tiers)), "row"]:
+            responses[int(row)] = 0.0
+
+
 def small_config(**overrides: object) -> SimulationConfig:
     """A mouse that simulates in well under a second: 42 trials, 4 ids without files."""
     settings = {

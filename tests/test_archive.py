@@ -6,6 +6,10 @@ rewriting members (``rewrite_zip``), and ``tests/test_convert.py`` reuses both h
 
 from __future__ import annotations
 
+import io
+import shutil
+import tracemalloc
+import warnings
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,7 +21,7 @@ import pytest
 from factories import FRAMES, MOUSE, N_NEURONS, load_member, npy_bytes, rewrite_zip, simulate_small
 from sensorium_pipeline.archive import ZIP_DATE_TIME, ArchiveWriter, open_archive
 from sensorium_pipeline.errors import ArchiveError
-from sensorium_pipeline.layout import LABELLED_TIERS, MODALITIES, NO_FILES, STATISTICS, data_member
+from sensorium_pipeline.layout import LABELLED_TIERS, MODALITIES, NO_FILES, STATISTICS, UNIT_IDS_MEMBER, data_member
 
 
 @pytest.fixture(scope="module")
@@ -190,14 +194,135 @@ def test_stored_and_deflated_members_read_alike(archive_path, tmp_path):
             assert a.arrays["responses"].tobytes() == b.arrays["responses"].tobytes()
 
 
-def test_frames_holding_both_infinities_are_not_padding(archive_path, tmp_path):
-    """A frame whose sum is NaN without holding NaN (+inf and -inf) is a valid frame."""
+def _replace_member(archive_path: Path, target: Path, member: str, change) -> Path:
     with open_archive(archive_path) as archive:
-        trial_id = int(archive.trial_ids[0])
-        responses = np.array(archive.read("responses", trial_id))
-        valid = archive.read_trial(trial_id).valid_frames
-    responses[0, 3], responses[1, 3] = np.inf, -np.inf
+        modality, trial_id = member.split("/")[-2], int(member.split("/")[-1][:-4])
+        array = np.array(archive.read(modality, trial_id))
+    return rewrite_zip(archive_path, target, replace={member: npy_bytes(change(array))})
+
+
+@pytest.mark.parametrize("modality", ["responses", "videos"])
+@pytest.mark.parametrize("value", [np.inf, -np.inf])
+def test_infinity_inside_the_valid_frames_names_member_row_and_frame(archive_path, tmp_path, modality, value):
+    trial_id = _first_trial(archive_path)
+    member = data_member(MOUSE, modality, trial_id)
+
+    def poke(array: np.ndarray) -> np.ndarray:
+        array[(1,) * (array.ndim - 1) + (7,)] = value
+        return array
+
+    bad = _replace_member(archive_path, tmp_path / archive_path.name, member, poke)
+    with open_archive(bad) as archive, pytest.raises(ArchiveError) as error:
+        archive.read_trial(trial_id)
+    row = "1" if modality == "responses" else "(1, 1)"
+    sign = "+inf" if value > 0 else "-inf"
+    assert str(error.value) == (
+        f"{bad}: member {member}: {sign} inside the valid frames (row {row}, frame 7; "
+        "only whole frames of NaN at the end of a trial may pad it)"
+    )
+
+
+def test_nan_padding_after_the_valid_length_and_huge_finite_values_stay_legal(archive_path, tmp_path):
+    """Only non-finite values are refused: finite values whose frame sum overflows are data."""
+    trial_id = _first_trial(archive_path)
     member = data_member(MOUSE, "responses", trial_id)
-    changed = rewrite_zip(archive_path, tmp_path / archive_path.name, replace={member: npy_bytes(responses)})
+    with open_archive(archive_path) as archive:
+        valid = archive.read_trial(trial_id).valid_frames
+    assert valid < archive.t_pad  # the padding is there and stays legal
+
+    def huge(array: np.ndarray) -> np.ndarray:
+        array[:, 2] = np.finfo(np.float32).max  # the frame's sum overflows to +inf
+        return array
+
+    changed = _replace_member(archive_path, tmp_path / archive_path.name, member, huge)
     with open_archive(changed) as archive:
-        assert archive.read_trial(trial_id).valid_frames == valid > 3
+        assert archive.read_trial(trial_id).valid_frames == valid
+
+
+def test_nan_inside_the_valid_frames_names_row_and_frame(archive_path, tmp_path):
+    trial_id = _first_trial(archive_path)
+    member = data_member(MOUSE, "behavior", trial_id)
+
+    def hole(array: np.ndarray) -> np.ndarray:
+        array[:, 5] = np.nan  # a whole NaN frame before the end is no padding
+        return array
+
+    bad = _replace_member(archive_path, tmp_path / archive_path.name, member, hole)
+    with open_archive(bad) as archive, pytest.raises(ArchiveError, match=r"NaN inside the valid frames \(row 0, frame 5"):
+        archive.read_trial(trial_id)
+
+
+def test_duplicate_member_names_are_refused(archive_path, tmp_path):
+    """A zip may hold two members of one name (zipfile only warns); the last would win."""
+    trial_id = _first_trial(archive_path)
+    member = data_member(MOUSE, "responses", trial_id)
+    bad = tmp_path / archive_path.name
+    shutil.copyfile(archive_path, bad)
+    with open_archive(archive_path) as archive:
+        shape = archive.read("responses", trial_id).shape
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "Duplicate name"
+        with zipfile.ZipFile(bad, "a") as raw:
+            raw.writestr(member, npy_bytes(np.full(shape, 999, np.float32)))
+    with pytest.raises(ArchiveError) as error:
+        open_archive(bad)
+    assert str(error.value) == (
+        f"{bad}: member {member} appears 2 times (1 names appear more than once; a zip must name each member once)"
+    )
+
+
+def test_trial_ids_must_be_ascii_digits(archive_path, tmp_path):
+    """``'\u0663'.isdigit()`` is true and ``int('\u0663') == 3``: such a name must not alias trial 3."""
+    bad = rewrite_zip(archive_path, tmp_path / archive_path.name, add={f"{MOUSE}/data/videos/\u0663.npy": b"x"})
+    with pytest.raises(ArchiveError, match="expected data files named <trial id>.npy"):
+        open_archive(bad)
+
+
+def _npy_header(shape: tuple[int, ...], descr: str = "<i8") -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("shape", [(2**62 + 5, 4), (2**70,), (-1,)])
+def test_header_shapes_that_overflow_or_are_negative_give_one_line(archive_path, tmp_path, shape):
+    member = f"{MOUSE}/{UNIT_IDS_MEMBER}"
+    # (2**62 + 5) * 4 * 8 wraps to 160 in int64: give the member exactly that many data bytes
+    bad = rewrite_zip(archive_path, tmp_path / archive_path.name, replace={member: _npy_header(shape) + b"\0" * 160})
+    with pytest.raises(ArchiveError) as error:
+        open_archive(bad)
+    message = str(error.value)
+    assert message.startswith(f"{bad}: member {member}: ") and "\n" not in message
+    assert "header declares" in message or "not a valid .npy file" in message
+
+
+def test_meta_file_that_inflates_to_a_gigantic_size_is_refused_unread(archive_path, tmp_path):
+    """A 128 MiB unit_ids.npy deflated to about 130 KB: refused from the zip's directory alone."""
+    member = f"{MOUSE}/{UNIT_IDS_MEMBER}"
+    bad = rewrite_zip(archive_path, tmp_path / archive_path.name, drop=(member,))
+    with zipfile.ZipFile(bad, "a", compression=zipfile.ZIP_DEFLATED) as raw:
+        with raw.open(member, "w", force_zip64=True) as stream:
+            stream.write(_npy_header((2**24,)))
+            zeros = bytes(2**20)
+            for _ in range(2**24 * 8 // len(zeros)):
+                stream.write(zeros)
+    assert bad.stat().st_size < archive_path.stat().st_size + 2**20
+    tracemalloc.start()
+    try:
+        with pytest.raises(ArchiveError, match=r"declares 134217\d+ bytes uncompressed.*refused unread"):
+            open_archive(bad)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20  # nothing near the declared size was inflated
+
+
+def test_messages_show_plain_strings_not_numpy_reprs(archive_path, tmp_path):
+    with open_archive(archive_path) as archive:
+        first = int(archive.trial_ids[0])
+        tier = str(archive.tiers[first])
+    member = data_member(MOUSE, "behavior", first)
+    bad = rewrite_zip(archive_path, tmp_path / archive_path.name, drop=(member,))
+    with pytest.raises(ArchiveError) as error:
+        open_archive(bad)
+    assert f"has tier '{tier}'" in str(error.value) and "np.str_" not in str(error.value)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import shutil
+import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,7 @@ from sensorium_pipeline.archive import open_archive
 from sensorium_pipeline.convert import convert_archive, same_bits
 from sensorium_pipeline.errors import ArchiveError, ConfigError, StoreError
 from sensorium_pipeline.layout import MODALITIES, NO_FILES, STATISTICS, TIERS_MEMBER, UNIT_IDS_MEMBER, data_member
-from sensorium_pipeline.store import PHASH_COLUMN, STORE_FORMAT, TRIAL_COLUMNS, ZARR_NAME, open_mouse
+from sensorium_pipeline.store import HASH_COLUMNS, PHASH_COLUMN, STORE_FORMAT, TRIAL_COLUMNS, ZARR_NAME, open_mouse
 from factories import MOUSE, flip_member_bytes, npy_bytes, rewrite_zip, simulate_small
 
 
@@ -68,7 +70,7 @@ def test_every_trial_is_the_archive_array_transposed(archive_path, converted):
 def test_trials_table_lists_trials_with_files_and_groups_repeats(archive_path, converted):
     out, summary, _ = converted
     trials = pd.read_parquet(out / "trials.parquet")
-    assert tuple(trials.columns) == (*TRIAL_COLUMNS, PHASH_COLUMN)
+    assert tuple(trials.columns) == (*TRIAL_COLUMNS, PHASH_COLUMN, *HASH_COLUMNS.values())
     solutions = pd.read_parquet(archive_path.with_name(f"{MOUSE}.solutions.parquet"))
     with open_archive(archive_path) as archive:
         with_files = np.flatnonzero(archive.tiers != NO_FILES)
@@ -225,6 +227,34 @@ def _bad_archive(case: str, good: Path, bad: Path) -> list[str]:
             data = npy_bytes(archive.read("videos", last))
         rewrite_zip(good, bad, replace={member: data[:-100]})
         return [member, "shorter than its header says"]
+    if case == "infinite statistic":
+        member = f"{MOUSE}/meta/statistics/responses/all/std.npy"
+
+        def infinite(array: np.ndarray) -> np.ndarray:
+            array = array.copy()
+            array[1, 4] = np.inf
+            return array
+
+        rewrite_zip(good, bad, replace={member: infinite})
+        return [member, "frame 4 holds an infinite value"]
+    if case == "infinity inside the valid frames":
+        member = data_member(MOUSE, "videos", train)
+
+        def poke_inf(array: np.ndarray) -> np.ndarray:
+            array = array.copy()
+            array[2, 3, 10] = -np.inf
+            return array
+
+        rewrite_zip(good, bad, replace={member: poke_inf})
+        return [member, "-inf inside the valid frames (row (2, 3), frame 10"]
+    if case == "duplicate member":
+        member = data_member(MOUSE, "responses", last)
+        shutil.copyfile(good, bad)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            with zipfile.ZipFile(bad, "a") as raw:
+                raw.writestr(member, npy_bytes(np.full((n, t_pad), 999, np.float32)))
+        return [member, "appears 2 times"]
     raise AssertionError(case)
 
 
@@ -242,6 +272,9 @@ def _bad_archive(case: str, good: Path, bad: Path) -> list[str]:
         "missing statistics file",
         "trial missing in responses",
         "member shorter than its header",
+        "infinite statistic",
+        "infinity inside the valid frames",
+        "duplicate member",
     ],
 )
 def test_bad_archive_stops_with_a_clear_error_and_writes_nothing(archive_path, tmp_path, case):

@@ -10,7 +10,7 @@ import pytest
 import torch
 import zarr
 
-from factories import make_store
+from factories import make_store, withhold_responses
 from sensorium_pipeline.data import (
     DeviceMouse,
     MouseData,
@@ -18,7 +18,6 @@ from sensorium_pipeline.data import (
     Windows,
     ZarrMouse,
     iter_trials,
-    load_labelled,
     load_mouse,
     load_sources,
     open_lazy,
@@ -142,7 +141,7 @@ def test_float16_responses_are_close_and_overflow_is_an_error(stores: list[Path]
 
 def test_sampler_draws_as_before_weights_existed(stores: list[Path]) -> None:
     """Uniform sampling keeps the original draw order, so old checkpoints resume identically."""
-    data = load_labelled(stores)
+    data = load_sources(stores, mode="ram")
     rows = {m: d.rows("train") for m, d in data.items()}
     sampler = WindowSampler(data, rows, 20, 4, seed=5)
     rng = np.random.default_rng(5)
@@ -157,7 +156,7 @@ def test_sampler_draws_as_before_weights_existed(stores: list[Path]) -> None:
 
 
 def test_sampler_weights_and_frame_step(stores: list[Path]) -> None:
-    data = load_labelled(stores)
+    data = load_sources(stores, mode="ram")
     rows = {m: d.rows("train", "oracle") for m, d in data.items()}  # mouse-a 12 trials, mouse-b 5
     only_b = WindowSampler(data, rows, 10, 2, seed=0, mouse_weights={"mouse-a": 0, "mouse-b": 2.5})
     assert {only_b.draw().mouse for _ in range(30)} == {"mouse-b"}
@@ -180,7 +179,7 @@ def test_sampler_weights_and_frame_step(stores: list[Path]) -> None:
 
 
 def test_sampler_state_resumes_the_same_windows(stores: list[Path]) -> None:
-    data = load_labelled(stores)
+    data = load_sources(stores, mode="ram")
     rows = {m: d.rows("train") for m, d in data.items()}
     first = WindowSampler(data, rows, 8, 2, seed=3, mouse_weights="trials", frame_step=2)
     first.draw()
@@ -195,7 +194,7 @@ def test_sampler_state_resumes_the_same_windows(stores: list[Path]) -> None:
 
 
 def test_dataloader_workers_read_lazily_and_match_the_ram_path(stores: list[Path]) -> None:
-    ram = load_labelled(stores)
+    ram = load_sources(stores, mode="ram")
     lazy = load_sources(stores, mode="lazy")
     assert all(isinstance(s, ZarrMouse) for s in lazy.values())
     rows = {m: d.rows("train") for m, d in ram.items()}
@@ -210,7 +209,7 @@ def test_dataloader_workers_read_lazily_and_match_the_ram_path(stores: list[Path
 
 
 def test_window_loader_batches_come_in_order(stores: list[Path]) -> None:
-    data = load_labelled(stores)
+    data = load_sources(stores, mode="ram")
     windows = [Windows("mouse-b", np.array([i % 5]), np.array([i]), 4) for i in range(6)]
     batches = list(window_loader(data, windows, workers=1))
     for i, batch in enumerate(batches):
@@ -246,7 +245,7 @@ def test_iter_trials_covers_whole_trials_with_step(stores: list[Path]) -> None:
 
 
 def test_device_mice_are_cut_in_the_main_process_beside_lazy_mice_in_workers(stores: list[Path]) -> None:
-    ram = load_labelled(stores)
+    ram = load_sources(stores, mode="ram")
     mixed = {"mouse-a": ram["mouse-a"].to_device("cpu"), "mouse-b": open_lazy(stores[1], LABELLED)}
     rows = {m: d.rows("train") for m, d in ram.items()}
     expected = list(WindowSampler(ram, rows, 6, 2, seed=4).batches(8))
@@ -254,3 +253,58 @@ def test_device_mice_are_cut_in_the_main_process_beside_lazy_mice_in_workers(sto
     assert [b.mouse for b in got] == [b.mouse for b in expected] and len({b.mouse for b in got}) == 2
     for a, b in zip(got, expected, strict=True):
         _assert_close(a, b, video_atol=5e-3)
+
+
+def test_raw_inputs_and_targets_are_the_archive_values_in_every_source(stores: list[Path], tmp_path: Path) -> None:
+    """``inputs="raw"`` / ``targets="raw"``: windows hold the store's values as recorded (videos
+    at float16's resolution in RAM); the official precision rides along for scoring."""
+    mouse = open_mouse(stores[0])
+    frames = slice(2, 2 + span(5, 2), 2)
+    raw = {m: np.asarray(mouse.array(m)[3, frames], dtype=np.float64) for m in ("videos", "behavior", "pupil_center", "responses")}
+    precision = response_precision(np.asarray(mouse.statistic("responses", "std")))
+    ram = load_mouse(stores[0], LABELLED, inputs="raw", targets="raw")
+    lazy = open_lazy(stores[0], LABELLED, inputs="raw", targets="raw")
+    for source, video_atol in ((ram, 0.07), (ram.to_device("cpu"), 0.07), (lazy, 1e-3)):
+        got = _arrays(source.window([int(np.flatnonzero(source.trial_ids == mouse.trials["trial_id"][3])[0])], [2], 5, 2))
+        np.testing.assert_allclose(got["videos"][0], raw["videos"], atol=video_atol)  # grey levels 0-255
+        for name in ("behavior", "pupil_center", "responses"):
+            np.testing.assert_allclose(got[name][0], raw[name], rtol=1e-6, err_msg=name)
+        np.testing.assert_allclose(source.precision, precision[: source.precision.shape[0]], rtol=1e-6)
+    # raw inputs with official targets, and the other way round, are independent choices
+    mixed = load_mouse(stores[0], LABELLED, inputs="raw")
+    official = _official(stores[0], 3, frames)
+    row = int(np.flatnonzero(mixed.trial_ids == mouse.trials["trial_id"][3])[0])
+    np.testing.assert_allclose(_arrays(mixed.window([row], [2], 5, 2))["responses"][0], official["responses"], rtol=1e-5)
+    with pytest.raises(ConfigError, match="training.targets"):
+        load_mouse(stores[0], LABELLED, targets="scaled")
+    with pytest.raises(ConfigError, match="model.inputs"):
+        load_sources(stores, inputs="normalised")
+
+
+def test_withheld_tiers_are_left_out_of_the_labelled_tiers(tmp_path: Path) -> None:
+    from sensorium_pipeline.data import released_tiers
+
+    path = make_store(tmp_path / "m", seed=4)
+    withhold_responses(path, ["final_test_main"])  # all zero, as the new mice's test tiers
+    notes: list[str] = []
+    tiers = ["train", "oracle", "live_test_main", "final_test_main"]
+    assert released_tiers(open_mouse(path), tiers, log=notes.append) == tiers[:3]
+    assert len(notes) == 1 and "final_test_main" in notes[0] and "withheld" in notes[0]
+    sources = load_sources([path], lambda store: released_tiers(store, tiers), mode="ram")
+    assert sorted(set(sources["mouse-a"].tiers)) == ["live_test_main", "oracle", "train"]
+
+
+def test_mixed_and_cycle_steps_group_windows_by_mouse(stores: list[Path]) -> None:
+    data = load_sources(stores, mode="ram")
+    rows = {m: d.rows("train") for m, d in data.items()}
+    mixed = WindowSampler(data, rows, 8, 400, seed=2, batching="mixed")
+    step = mixed.draw_step()
+    assert [w.mouse for w in step] == sorted(rows) and sum(len(w.rows) for w in step) == 400
+    assert abs(len(step[0].rows) / 400 - 0.5) < 0.1  # each window's mouse drawn uniformly
+    assert all(w.partners is None for w in step)
+    cycle = WindowSampler(data, rows, 8, 3, seed=2, batching="cycle")
+    assert [(w.mouse, len(w.rows)) for w in cycle.draw_step()] == [("mouse-a", 3), ("mouse-b", 3)]
+    groups = next(cycle.steps(1))
+    assert [(w.mouse, len(b)) for w, b in groups] == [("mouse-a", 3), ("mouse-b", 3)]
+    with pytest.raises(ValueError, match="batching"):
+        WindowSampler(data, rows, 8, 3, seed=2, batching="shuffled")

@@ -7,9 +7,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import zarr
 
-from factories import make_store
+from factories import make_store, withhold_responses
 from sensorium_pipeline.errors import PredictionError
 from sensorium_pipeline.evaluate import (
     NEURON_COLUMNS,
@@ -170,9 +169,7 @@ def test_missing_or_mismatched_predictions_raise_naming_the_path(tmp_path):
 
 def test_solutions_from_store_skips_withheld_tiers(tmp_path):
     store = _store(tmp_path)
-    group = zarr.open_group(str(store.path / "store.zarr"), mode="r+")
-    for row in store.rows("final_test_main"):
-        group["responses"][row] = np.zeros((store.t_pad, store.n_neurons), dtype=np.float32)
+    withhold_responses(store.path, ["final_test_main"])
     solutions = solutions_from_store(store, ["oracle", "final_test_main", "live_test_bonus"])
     assert solutions["tier"].tolist() == ["oracle"] * 4 + ["live_test_bonus"] * 4
     assert set(solutions[solutions["tier"] == "oracle"]["stimulus_type"]) == {"natural"}
@@ -199,11 +196,19 @@ def test_evaluate_writes_per_tier_means_over_mice(tmp_path):
     assert json.loads((tmp_path / "s.json").read_text()) == report
     m1, m2 = report["mice"]["m1"]["tiers"], report["mice"]["m2"]["tiers"]
     assert report["mice"]["m1"]["no_solutions"] == ["final_test_bonus"]
-    for tier in tiers[:4]:
+    for tier in tiers[:3]:
         mean = (m1[tier]["single_trial_correlation"] + m2[tier]["single_trial_correlation"]) / 2
         assert report["tiers"][tier]["single_trial_correlation"] == pytest.approx(mean)
         assert report["tiers"][tier]["n_mice"] == 2
         assert report["tiers"][tier]["ceiling"] is None  # known for m1 only
+    # the bonus tier: m1's types x and y (its solutions say them) and m2's "unknown" (from its store)
+    # are each a type of one mouse here, so the total is the mean over the three types
+    bonus = report["tiers"]["live_test_bonus"]
+    types = {**m1["live_test_bonus"]["by_stimulus_type"], **m2["live_test_bonus"]["by_stimulus_type"]}
+    assert set(bonus["by_stimulus_type"]) == set(types) == {"x", "y", "unknown"}
+    assert bonus["n_mice"] == 2 and bonus["by_stimulus_type"]["unknown"]["mice"] == ["m2"]
+    assert bonus["single_trial_correlation"] == pytest.approx(
+        np.mean([t["single_trial_correlation"] for t in types.values()]))
     assert m1["oracle"]["ceiling"] is not None
     assert report["tracks"]["main"]["final"] == report["tiers"]["final_test_main"]["single_trial_correlation"]
     assert report["tracks"]["bonus"]["final"] is None
@@ -214,3 +219,36 @@ def test_evaluate_writes_per_tier_means_over_mice(tmp_path):
     assert set(neurons["mouse"]) == {"m1", "m2"}
     assert neurons[neurons["mouse"] == "m1"]["ceiling"].notna().all()
     assert neurons[neurons["mouse"] == "m2"]["ceiling"].isna().all()
+
+
+def test_the_bonus_total_is_per_type_over_the_mice_that_have_it_then_over_types(tmp_path):
+    """As the competition's scorer: a mouse lacking a type does not enter that type's mean. Mouse
+    m1 shows types x and y, m2 only x; the mean of the mice's own means differs."""
+    stores, predictions, solutions = {}, {}, {}
+    for k, name in enumerate(["m1", "m2"]):
+        store = _store(tmp_path, name, seed=k)
+        sol = _solutions(store)
+        if name == "m2":
+            sol.loc[sol["tier"] == "live_test_bonus", "stimulus_type"] = "x"
+        preds = _predictions(store, sol, noise=0.2 + 0.6 * k, seed=k)
+        rng = np.random.default_rng(7 + k)
+        y = (sol["stimulus_type"] == "y").to_numpy()
+        preds.values[y] = rng.random(preds.values[y].shape)  # m1's type y is poorly predicted
+        save_predictions(tmp_path / f"{name}.zarr", preds)
+        write_solutions(tmp_path / f"{name}.parquet", sol.to_dict("records"))
+        stores[name], predictions[name], solutions[name] = store.path, tmp_path / f"{name}.zarr", tmp_path / f"{name}.parquet"
+    report = evaluate(predictions, stores, solutions, WINDOW, ["live_test_bonus"], tmp_path / "s.json",
+                      tmp_path / "n.parquet")
+    m1 = report["mice"]["m1"]["tiers"]["live_test_bonus"]["by_stimulus_type"]
+    m2 = report["mice"]["m2"]["tiers"]["live_test_bonus"]["by_stimulus_type"]
+    assert set(m1) == {"x", "y"} and set(m2) == {"x"}
+    metric = "single_trial_correlation"
+    x = (m1["x"][metric] + m2["x"][metric]) / 2
+    scorer = (x + m1["y"][metric]) / 2
+    per_mouse_first = ((m1["x"][metric] + m1["y"][metric]) / 2 + m2["x"][metric]) / 2
+    total = report["tiers"]["live_test_bonus"]
+    assert total[metric] == pytest.approx(scorer)
+    assert total["by_stimulus_type"]["x"][metric] == pytest.approx(x)
+    assert total["by_stimulus_type"]["y"]["mice"] == ["m1"]
+    assert abs(scorer - per_mouse_first) > 0.01  # the two rules differ here
+    assert report["tracks"]["bonus"]["live"] == pytest.approx(scorer)

@@ -1,4 +1,4 @@
-"""The competition's metrics on small hand-checkable examples (spec §4)."""
+"""The competition's metrics on small hand-checkable examples (docs/metrics.md)."""
 
 from __future__ import annotations
 

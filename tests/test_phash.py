@@ -5,10 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sensorium_pipeline.phash import NEAR_DUPLICATE_BITS, hamming, phash_groups, video_phash
+from sensorium_pipeline.folds import phash_groups
+from sensorium_pipeline.phash import hamming, video_phash
 from sensorium_pipeline.simulate.stimuli import FAMILIES, NATURAL, make_stimulus
 
 FAMILY_NAMES = (NATURAL, *FAMILIES)
+#: The documented default of `training.phash_distance` (config/README.md).
+PHASH_DISTANCE = 8
 
 
 def _clip(family: str, index: int, frames: int = 120) -> np.ndarray:
@@ -66,7 +69,7 @@ def test_repeats_of_simulated_stimuli_group_together(clips):
     order = rng.permutation(2 * len(keys))
     videos = [clips[k] for k in keys] + [_near_copy(clips[k], rng) for k in keys]
     hashes = np.array([video_phash(videos[i]) for i in order])
-    groups = phash_groups(hashes, NEAR_DUPLICATE_BITS)
+    groups = phash_groups(hashes, PHASH_DISTANCE)
     clip_of = np.array([i % len(keys) for i in order])
     for clip in range(len(keys)):
         assert len(set(groups[clip_of == clip])) == 1

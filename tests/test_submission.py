@@ -229,3 +229,55 @@ def test_parquet_only_submission_without_the_csv_fallback(written, tmp_path):
     validate_submission(out, stores, WINDOW, csv_fallback=False)
     with pytest.raises(SubmissionError, match="csv: missing"):
         validate_submission(out, stores, WINDOW)
+
+
+def _replace_column(zip_path: Path, member: str, column: str, values: pa.Array) -> None:
+    """Re-zip ``zip_path`` with one column of ``member`` replaced (any Arrow type)."""
+    with zipfile.ZipFile(zip_path) as archive:
+        contents = {name: archive.read(name) for name in archive.namelist()}
+    table = pq.read_table(pa.BufferReader(contents[member]))
+    table = table.set_column(table.schema.get_field_index(column), column, values)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="brotli")
+    contents[member] = sink.getvalue().to_pybytes()
+    with zipfile.ZipFile(zip_path, "w") as archive:
+        for name, data in contents.items():
+            archive.writestr(name, data)
+
+
+def _as_strings(table: pa.Table, column: str, nested: bool) -> pa.Array:
+    rows = table.column(column).to_pylist()
+    if not nested:
+        return pa.array([json.dumps(r) for r in rows], pa.string())
+    if column == "neuron_ids":
+        return pa.array([[str(v) for v in r] for r in rows], pa.list_(pa.string()))
+    return pa.array([[[str(v) for v in inner] for inner in r] for r in rows], pa.list_(pa.list_(pa.string())))
+
+
+@pytest.mark.parametrize("column", ["prediction", "neuron_ids"])
+@pytest.mark.parametrize("nested", [True, False], ids=["strings-inside-lists", "string-column"])
+def test_strings_in_a_column_name_the_column_and_the_type_expected(written, column, nested):
+    out, stores, _, _ = written
+    values = _as_strings(_read_member(out / MAIN, LIVE_MAIN), column, nested)
+    _replace_column(out / MAIN, LIVE_MAIN, column, values)
+    with pytest.raises(SubmissionError) as info:
+        validate_submission(out, stores, WINDOW)
+    expected = {"prediction": "list<list<float32>>", "neuron_ids": "list<int64>"}[column]
+    found = {True: {"prediction": "list<list<string>>", "neuron_ids": "list<string>"}[column], False: "string"}[nested]
+    assert f"{out / MAIN}!{LIVE_MAIN}: column '{column}' holds {found}, expected {expected}" in str(info.value)
+
+
+def test_two_runs_write_byte_identical_zips(written, tmp_path):
+    """Member timestamps are fixed (not the write time) and the Parquet settings are pinned."""
+    import hashlib
+    import time
+
+    first, stores, preds, _ = written
+    time.sleep(2.1)  # zip timestamps have a 2 s resolution: a second run lands in another slot
+    second = tmp_path / "again"
+    write_submission(preds, stores, second, WINDOW)
+    for name in ("main_track.zip", "bonus_live.zip", "bonus_final.zip"):
+        digests = [hashlib.sha256((folder / name).read_bytes()).hexdigest() for folder in (first, second)]
+        assert digests[0] == digests[1], name
+        with zipfile.ZipFile(second / name) as archive:
+            assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from factories import make_store
-from sensorium_pipeline.cutmix import cutmix
-from sensorium_pipeline.data import Batch, load_labelled
-from sensorium_pipeline.distill import DistillConfig, Teacher, distillation_loss
+from sensorium_pipeline.cutmix import CutMixPlan
+from sensorium_pipeline.data import WindowSampler, load_sources
+from sensorium_pipeline.distill import DistillConfig, Teacher
 from sensorium_pipeline.ema import ModelEma
 from sensorium_pipeline.errors import ConfigError, PathError
 from sensorium_pipeline.folds import assign_folds, split_rows
@@ -93,12 +93,12 @@ def test_an_interrupted_training_resumes_to_the_same_model(stores, tmp_path):
     class Interrupt(Exception):
         pass
 
-    def stop_after_first(epoch, metrics):
-        if epoch == 0:
+    def stop_after_first(line):  # an epoch's line is logged once its checkpoint is written
+        if line.startswith("epoch 1/"):
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        run(stores, tmp_path / "resumed", on_epoch_end=stop_after_first)
+        run(stores, tmp_path / "resumed", log=stop_after_first)
     assert not (tmp_path / "resumed" / "model.pt").exists()  # no final output of an unfinished run
     assert len(pd.read_csv(tmp_path / "resumed" / "metrics.csv")) == 1
     resumed = run(stores, tmp_path / "resumed")
@@ -116,11 +116,12 @@ def test_a_checkpoint_of_another_config_is_refused(stores, tmp_path):
     class Interrupt(Exception):
         pass
 
-    def stop(epoch, metrics):
-        raise Interrupt
+    def stop(line):
+        if line.startswith("epoch "):
+            raise Interrupt
 
     with pytest.raises(Interrupt):
-        run(stores, tmp_path, on_epoch_end=stop)
+        run(stores, tmp_path, log=stop)
     with pytest.raises(PathError, match="another model"):
         run(stores, tmp_path, TrainConfig(**{**TRAINING.to_dict(), "lr": 0.001}))
 
@@ -157,36 +158,62 @@ def test_the_schedule_warms_up_linearly_then_decays_by_cosine_to_min_lr():
     assert lr_at(plateau, 5) is not None and lr_at(plateau, 10) is None
 
 
-def test_cutmix_pastes_a_box_of_another_window_and_mixes_targets_by_its_area():
+def test_cutmix_pastes_a_box_of_each_windows_partner_and_mixes_targets_by_its_area():
     gen = torch.Generator().manual_seed(0)
-    batch = Batch("m", torch.rand(4, 5, 36, 64, generator=gen), torch.rand(4, 5, 2, generator=gen),
-                  torch.rand(4, 5, 2, generator=gen), torch.rand(4, 5, 3, generator=gen))
-    assert cutmix(batch, np.random.default_rng(0), 1.0, 0.0) is batch
-    mixed = cutmix(batch, np.random.default_rng(1), 1.0, 1.0)
-    changed = (mixed.video != batch.video).any(dim=1)  # (B, H, W): pixels replaced in any frame
-    area = changed.float().mean(dim=(1, 2))
-    assert 0 < area.max() < 1
-    lam = 1.0 - float(area.max())
-    # each window's targets are lam * own + (1 - lam) * those of the window its box came from
-    for i in range(4):
-        others = [j for j in range(4) if torch.allclose(mixed.responses[i], lam * batch.responses[i]
-                                                        + (1 - lam) * batch.responses[j], atol=1e-6)]
-        assert others, i
-        j = others[0]
-        box = changed[i] if i != j else changed.any(dim=0)
-        assert torch.equal(mixed.video[i][:, box], batch.video[j][:, box])
+    x = torch.rand(6, 5, 4, 64, 64, generator=gen)  # 4 own windows + 2 partners, 5 stacked channels
+    y = torch.rand(6, 4, 3, generator=gen)
+    partners = np.array([4, -1, 5, -1])
+    plan = CutMixPlan.draw(partners, 6, 64, 64, 1.0, np.random.default_rng(1))
+    assert [(i, j) for i, j, _ in plan.pairs] == [(0, 4), (2, 5)]
+    mixed, targets = plan.inputs(x), plan.targets(y)
+    assert mixed.shape == (4, 5, 4, 64, 64) and targets.shape == (4, 4, 3)
+    for i in (1, 3):  # no partner: unchanged
+        assert torch.equal(mixed[i], x[i]) and torch.equal(targets[i], y[i])
+    for i, j, box in plan.pairs:
+        inside = torch.zeros(64, 64, dtype=torch.bool)
+        inside[box.top : box.bottom, box.left : box.right] = True
+        # every channel (video and behaviour) of every frame comes from the partner inside the box
+        assert torch.equal(mixed[i][..., inside], x[j][..., inside])
+        assert torch.equal(mixed[i][..., ~inside], x[i][..., ~inside])
+        assert box.share == pytest.approx(float(inside.float().mean()))
+        assert torch.allclose(targets[i], (1 - box.share) * y[i] + box.share * y[j])
+    assert CutMixPlan.draw(None, 3, 64, 64, 1.0, np.random.default_rng(0)).inputs(x).shape[0] == 3
 
 
-def test_ema_follows_the_weights_with_a_warming_up_decay():
-    model = torch.nn.Linear(3, 2)
+def test_the_sampler_draws_a_fresh_partner_window_of_the_same_mouse(stores):
+    data = load_sources(stores, mode="ram")
+    rows = {m: d.rows("train") for m, d in data.items()}
+    sampler = WindowSampler(data, rows, 10, 64, seed=0, batching="mixed", cutmix_prob=0.5)
+    groups = sampler.draw_step()
+    assert sum(w.n_own for w in groups) == 64 and sorted({w.mouse for w in groups}) == sorted(rows)
+    for w in groups:
+        has = w.partners >= 0
+        assert 0 < has.sum() < w.n_own  # about half of 64 windows
+        assert len(w.rows) == w.n_own + has.sum() and sorted(w.partners[has]) == list(range(w.n_own, len(w.rows)))
+        assert set(w.rows.tolist()) <= set(rows[w.mouse].tolist())
+
+
+def test_ema_follows_every_state_entry_from_the_first_step_as_the_reference():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
     ema = ModelEma(model, 0.5)
-    before = model.weight.detach().clone()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
-        model.weight.add_(1.0)
-    ema.update(model)  # decay min(0.5, 2 / 11)
+        model[0].weight.add_(1.0)
+    model.train()(torch.rand(4, 3))  # moves the running statistics and the batch counter
+    ema.update(model)
+    after = ema.module.state_dict()
+    for name, value in model.state_dict().items():
+        if value.is_floating_point():
+            assert torch.allclose(after[name], 0.5 * before[name] + 0.5 * value), name
+    assert int(after["1.num_batches_tracked"]) == 0  # 0.5 * 0 + 0.5 * 1 truncated, as the reference
+    assert not ema.module[0].weight.requires_grad
+
+    legacy = ModelEma(torch.nn.Linear(3, 2), 0.5, warmup=True)
+    start = legacy.module.weight.detach().clone()
+    moved = torch.nn.Linear(3, 2)
+    legacy.update(moved)  # decay min(0.5, 2 / 11)
     d = 2 / 11
-    assert torch.allclose(ema.module.weight, d * before + (1 - d) * model.weight)
-    assert not ema.module.weight.requires_grad
+    assert torch.allclose(legacy.module.weight, d * start + (1 - d) * moved.weight)
 
 
 def test_progress_is_one_plain_line_per_epoch_and_the_csv_has_every_column(stores, tmp_path):
@@ -204,23 +231,30 @@ def test_progress_is_one_plain_line_per_epoch_and_the_csv_has_every_column(store
 def test_distillation_trains_the_other_mice_readouts_from_a_first_stage_teacher(stores, tmp_path):
     run(stores, tmp_path / "stage1")
     teacher = Teacher([tmp_path / "stage1" / "model.pt"], torch.device("cpu"))
-    data = load_labelled(stores)
+    data = load_sources(stores, mode="ram")
     batch = data["mouse-a"].window([0, 1], [0, 0], 20)
     student = load_trained(tmp_path / "stage1" / "model.pt").model.train()
-    loss = distillation_loss(student, teacher, batch, ["mouse-b"], poisson_loss, skip=4)
+    features = student.encode(batch.video, batch.behavior, batch.pupil_center)  # one core pass
+    target = teacher.predict(batch.video, batch.behavior, batch.pupil_center, ["mouse-b"])["mouse-b"]
+    loss = poisson_loss(student.decode(features, "mouse-b", batch.pupil_center)[:, 4:], target[:, 4:])
     loss.backward()
     grads = {name: p.grad for name, p in student.named_parameters() if "readouts" in name and p.grad is not None}
     keys = {name.split(".")[1] for name, g in grads.items() if g.abs().sum() > 0}
     assert keys == {student._index["mouse-b"]}  # only mouse b's readout learns from the teacher
 
-    summary = run(stores, tmp_path / "stage2", teachers=[tmp_path / "stage1" / "model.pt"],
-                  distillation=DistillConfig(weight=0.5))
-    assert summary["stage"] == 2
-    one = torch.load(tmp_path / "stage1" / "model.pt", weights_only=True)["state_dict"]
-    two = torch.load(tmp_path / "stage2" / "model.pt", weights_only=True)["state_dict"]
-    assert any(not torch.equal(one[k], two[k]) for k in one)
+    for batching in ("per_mouse", "mixed"):
+        training = TrainConfig(**{**TRAINING.to_dict(), "batching": batching})
+        summary = run(stores, tmp_path / f"stage2-{batching}", training, teachers=[tmp_path / "stage1" / "model.pt"],
+                      distillation=DistillConfig(weight=0.5))
+        assert summary["stage"] == 2
+        one = torch.load(tmp_path / "stage1" / "model.pt", weights_only=True)["state_dict"]
+        two = torch.load(tmp_path / f"stage2-{batching}" / "model.pt", weights_only=True)["state_dict"]
+        assert any(not torch.equal(one[k], two[k]) for k in one)
     with pytest.raises(ConfigError, match="weight"):
         DistillConfig(weight=1.0)
+    with pytest.raises(ConfigError, match="targets"):
+        run(stores, tmp_path / "stage2-raw", TrainConfig(**{**TRAINING.to_dict(), "targets": "raw"}),
+            teachers=[tmp_path / "stage1" / "model.pt"])
 
 
 def test_one_model_per_mouse_learns_only_its_mouse(stores, tmp_path):
@@ -233,7 +267,7 @@ def test_one_model_per_mouse_learns_only_its_mouse(stores, tmp_path):
 
 def test_windows_with_a_frame_step_predict_every_frame(stores):
     config = ModelConfig.from_dict({**MODEL.to_dict(), "frame_step": 2})
-    data = load_labelled(stores)["mouse-b"]
+    data = load_sources(stores, mode="ram")["mouse-b"]
     model = build_model(config, load_trained_metas(data)).eval()
     values = predict_windows(model, data, np.arange(3), window_frames=6, stride=4, batch_size=4,
                              device=torch.device("cpu"))

@@ -2,6 +2,7 @@
 
     python -m sensorium_pipeline inspect results/archives/<mouse>.zip
     python -m sensorium_pipeline inspect results/data/<mouse>
+    python -m sensorium_pipeline verify results/data/<mouse>
     python -m sensorium_pipeline simulate --mouse dynamic90001-1-1-Simulated-5e1a0c3d --seed 1 --out sim/
     python -m sensorium_pipeline convert sim/<mouse>.zip results/data/<mouse>
     python -m sensorium_pipeline deeplake-export results/data/<mouse> results/deeplake/<mouse>
@@ -9,6 +10,7 @@
     python -m sensorium_pipeline validate results/submission --store results/data/<mouse> ...
     python -m sensorium_pipeline score results/predictions/ensemble/<mouse>.zarr --store results/data/<mouse>
     python -m sensorium_pipeline report results
+    python -m sensorium_pipeline import-weights data/experiments/true_batch_001 --fold 0 --store results/data/<mouse> ... --out model.pt
 
 Each command prints a short JSON summary on stdout; an error a user can act on (a bad file,
 a bad setting) prints one line naming the file and exits with status 2.
@@ -49,10 +51,16 @@ def _inspect_archive(path: Path) -> dict[str, Any]:
 
 
 def _inspect_store(path: Path) -> dict[str, Any]:
+    from .integrity import shard_report
     from .store import open_mouse
 
     store = open_mouse(path)
     trials = store.trials
+    integrity = shard_report(store)
+    missing = integrity.pop("missing_rows")
+    integrity["missing_rows"] = {m: {"count": len(r), "first": r[:5]} for m, r in missing.items()}
+    integrity["complete"] = not missing and integrity["table_matches_arrays"]
+    integrity["content"] = "run `python -m sensorium_pipeline verify` to check every row against its hash"
     return {
         "kind": "store",
         "path": str(path),
@@ -64,6 +72,7 @@ def _inspect_store(path: Path) -> dict[str, Any]:
         "trials": trials["tier"].value_counts().to_dict(),
         "repeated_stimuli": int((trials["stimulus_group"].value_counts() > 1).sum()),
         "valid_frames": {"min": int(trials["valid_frames"].min()), "max": int(trials["valid_frames"].max())},
+        "integrity": integrity,
     }
 
 
@@ -92,6 +101,12 @@ def cmd_inspect(args: argparse.Namespace) -> dict[str, Any]:
     if path.suffix == ".zarr":
         return _inspect_predictions(path)
     return _inspect_store(path)
+
+
+def cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
+    from .integrity import verify_store
+
+    return verify_store(args.store, progress=lambda msg: print(msg, file=sys.stderr))
 
 
 def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
@@ -144,6 +159,7 @@ def cmd_deeplake_ingest(args: argparse.Namespace) -> dict[str, Any]:
         dtype=args.dtype,
         chunk_frames=args.chunk_frames,
         verify_trials=args.verify_trials,
+        compression=args.compression,
         progress=lambda msg: print(msg, file=sys.stderr),
     )
 
@@ -196,6 +212,13 @@ def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
             out_neurons_parquet=out_neurons,
         )
     return {"tiers": report["tiers"], "tracks": report["tracks"]}
+
+
+def cmd_import_weights(args: argparse.Namespace) -> dict[str, Any]:
+    from .models.import_weights import import_fold
+
+    checkpoint = import_fold(args.experiment, args.fold, args.store, args.out, reference_mice=args.mice)
+    return {"imported": str(checkpoint), "fold": args.fold, "out": args.out}
 
 
 def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
@@ -251,6 +274,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_inspect)
 
     p = commands.add_parser(
+        "verify",
+        help="check a converted store against the per-trial hashes recorded at conversion",
+        description="Every shard of every per-trial array must be present and every row must hash to "
+        "the sha256 the converter recorded in trials.parquet. Reads the whole store; exit status 2 "
+        "and one line naming the first problems when it is damaged.",
+    )
+    p.add_argument("store", help="a converted mouse, e.g. results/data/<mouse>")
+    p.set_defaults(run=cmd_verify)
+
+    p = commands.add_parser(
         "simulate",
         help="write a simulated mouse: an archive in the official layout and its solutions",
         description="Writes <out>/<mouse>.zip and <out>/<mouse>.solutions.parquet (noise-free rates and "
@@ -302,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--chunk-frames", type=int, default=50)
     p.add_argument("--verify-trials", type=int, default=8)
+    p.add_argument(
+        "--compression", choices=["lz4", "none"], default="lz4", help="codec of the per-trial arrays (lz4)"
+    )
     p.set_defaults(run=cmd_deeplake_ingest)
 
     p = commands.add_parser(
@@ -340,6 +376,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_summary)
 
     p = commands.add_parser(
+        "import-weights",
+        help="turn a fold of the 1st-place team's published DwiseNeuro weights into our model.pt",
+        description="Reads the best checkpoint of EXPERIMENT/fold_<k>/ (model-<epoch>-<score>.pth, as the "
+        "reference trainer lays them out), builds our dwiseneuro model from its parameters, maps every tensor "
+        "(an unmapped or missing one is an error) and writes the model file that predict reads.",
+    )
+    p.add_argument("experiment", help="the experiment folder, e.g. data/experiments/true_batch_001")
+    p.add_argument("--fold", type=int, required=True, help="the fold k of fold_<k>/")
+    p.add_argument("--store", action="append", required=True, help="a converted store of each of the model's mice")
+    p.add_argument(
+        "--mice", nargs="+", help="the mouse of each readout, in order (default: the reference's ten real mice)"
+    )
+    p.add_argument("--out", required=True, help="the model file to write (results/models/<model>/fold<k>/model.pt)")
+    p.set_defaults(run=cmd_import_weights)
+
+    p = commands.add_parser(
         "report",
         help="draw the report's plots and scores table from a results folder",
         description="Reads RESULTS/scores, RESULTS/models/*/fold*/metrics.csv, the ensemble's predictions, "
@@ -358,6 +410,7 @@ EXAMPLES: dict[str, str] = {
     "inspect": "python -m sensorium_pipeline inspect results/archives/<mouse>.zip\n"
     "  python -m sensorium_pipeline inspect results/data/<mouse>\n"
     "  python -m sensorium_pipeline inspect results/predictions/ensemble/<mouse>.zarr",
+    "verify": "python -m sensorium_pipeline verify results/data/<mouse>",
     "simulate": "python -m sensorium_pipeline simulate --mouse dynamic90001-1-1-Simulated-5e1a0c3d --seed 1 "
     "--set n_neurons=200 --out sim/",
     "convert": "python -m sensorium_pipeline convert sim/<mouse>.zip results/data/<mouse> --workers 2",
@@ -367,6 +420,8 @@ EXAMPLES: dict[str, str] = {
     "--store results/data/<mouse> --solutions results/simulated/<mouse>.solutions.parquet --out scores.json",
     "summary": "python -m sensorium_pipeline summary results/scores/ensemble.json",
     "report": "python -m sensorium_pipeline report results --out my_plots",
+    "import-weights": "python -m sensorium_pipeline import-weights data/experiments/true_batch_001 --fold 0 "
+    "--store results/data/<mouse 1> ... --store results/data/<mouse 10> --out results/models/dwiseneuro/fold0/model.pt",
     "deeplake-export": "python -m sensorium_pipeline deeplake-export results/data/<mouse> results/deeplake/<mouse>",
     "deeplake-ingest": "python -m sensorium_pipeline deeplake-ingest results/deeplake/<mouse> results/data/<mouse> "
     "--mouse <mouse>",

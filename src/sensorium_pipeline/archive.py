@@ -1,4 +1,4 @@
-"""The official SENSORIUM 2023 archive: one zip per mouse (shared spec §2). This module alone
+"""The official SENSORIUM 2023 archive: one zip per mouse (docs/data-format.md). This module alone
 knows its layout: it writes it (for the simulator) and reads and validates it (for the
 converter).
 
@@ -21,6 +21,7 @@ are checked when they are read: the CRC and length of every member, and (in
 from __future__ import annotations
 
 import io
+import math
 import mmap
 import struct
 import threading
@@ -55,19 +56,29 @@ from .layout import (
     statistic_member,
 )
 
-#: Data dtypes the competition shipped (spec §2: "accept both").
+#: Data dtypes the competition shipped (docs/data-format.md: both are accepted).
 DATA_DTYPES: tuple[str, ...] = ("float32", "float64")
 #: Fixed timestamp of every member, so the same content always gives the same zip bytes.
 ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
 #: Members outside the root folder that some zips carry and that mean nothing.
 _IGNORED_PREFIXES = ("__MACOSX/",)
 _IGNORED_NAMES = ("config.json", ".DS_Store")
-#: Errors zipfile and zlib raise for a damaged member (bad CRC, bad local header, bad stream).
-_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError)
+#: Errors zipfile and zlib raise for a damaged zip or member (bad CRC, bad local header, bad
+#: stream, a field out of range, an encrypted or unknown compression method).
+_ZIP_ERRORS = (
+    zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError, RuntimeError, struct.error
+)  # fmt: skip
 #: A zip member's local header: signature, then (at offset 26) the name and extra field lengths.
 _LOCAL_HEADER = struct.Struct("<4s22xHH")
 #: Bytes enough for any ``.npy`` header (version 1 headers are at most 64 KiB).
 _NPY_HEADER_MAX = 65536 + 16
+#: Largest uncompressed member read at all (the zip's directory says it before anything is
+#: inflated). A real mouse's largest member, one trial's responses, is about 30 MB in float64.
+MAX_MEMBER_BYTES = 2**30
+#: Largest meta file (tiers, unit ids, coordinates), read whole; real ones are below 1 MB.
+MAX_META_BYTES = 64 * 2**20
+#: Dimensions of a ``.npy`` array at most (the format's arrays have 1 to 3).
+_MAX_NDIM = 8
 
 
 # --------------------------------------------------------------------------------------
@@ -171,8 +182,13 @@ class NpyHeader:
     offset: int  # bytes of magic + header before the data
 
     @property
+    def size(self) -> int:
+        """Elements (exact: Python integers cannot overflow)."""
+        return math.prod(self.shape)
+
+    @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        return self.size * self.dtype.itemsize
 
 
 @dataclass(frozen=True)
@@ -246,8 +262,10 @@ class Archive:
         if handle is None:
             try:
                 handle = zipfile.ZipFile(self.path)
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                raise ArchiveError(self.path, f"not a readable zip file (truncated or corrupted download?): {exc}")
+            except _ZIP_ERRORS as exc:
+                raise ArchiveError(
+                    self.path, f"not a readable zip file (truncated or corrupted download?): {exc}"
+                ) from exc
             with self._lock:
                 self._handles.append(handle)
             self._local.zip = handle
@@ -285,6 +303,9 @@ class Archive:
         """
         arrays = {m: self.read(m, trial_id) for m in MODALITIES}
         valid = min(self._valid_frames(data_member(self.root, m, int(trial_id)), arrays[m]) for m in MODALITIES)
+        if valid == 0:
+            folder = f"{self.root}/data/*/{int(trial_id)}.npy"
+            raise ArchiveError(self.path, f"members {folder}: trial {trial_id} has no valid frame (all NaN)")
         return Trial(trial_id=int(trial_id), arrays=arrays, valid_frames=valid)
 
     def evict(self, trial_id: int) -> None:
@@ -355,11 +376,20 @@ class Archive:
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
             else:
                 raise ValueError(f"unsupported .npy format version {version}")
-        except (ValueError, EOFError) as exc:
+        except (ValueError, EOFError, TypeError, SyntaxError) as exc:
             raise self._error(name, f"not a valid .npy file ({exc})") from exc
+        if len(shape) > _MAX_NDIM or any(not isinstance(s, int) or s < 0 for s in shape):
+            raise self._error(name, f"not a valid .npy file (shape {shape} is not up to {_MAX_NDIM} sizes >= 0)")
         header = NpyHeader(tuple(int(s) for s in shape), np.dtype(dtype), bool(fortran), stream.tell())
         if header.dtype.hasobject:
             raise self._error(name, f"dtype {header.dtype} holds Python objects (pickles are not read)")
+        if header.dtype.itemsize == 0 or header.dtype.subdtype is not None:
+            raise self._error(name, f"dtype {header.dtype} is not a plain array type")
+        if header.nbytes > MAX_MEMBER_BYTES:
+            raise self._error(
+                name, f"header declares {header.nbytes} bytes (shape {header.shape} {header.dtype}), "
+                f"more than the {MAX_MEMBER_BYTES} bytes any member of the format needs",
+            )  # fmt: skip
         if info.file_size != header.offset + header.nbytes:
             relation = "shorter" if info.file_size < header.offset + header.nbytes else "longer"
             raise self._error(
@@ -374,6 +404,8 @@ class Archive:
         if info is None:
             raise ArchiveError(self.path, f"member {name} is missing")
         if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:
+            if info.compress_size != info.file_size:
+                raise self._error(name, f"corrupted (stored member of {info.file_size} bytes takes {info.compress_size})")
             return self._read_stored(name, info)
         try:
             with self._handle().open(info) as stream:
@@ -418,7 +450,7 @@ class Archive:
         if crc32(view) != info.CRC:
             raise self._error(name, f"corrupted (BadZipFile: Bad CRC-32 for file {info.filename!r})")
         header = self._header(name, io.BytesIO(view[:_NPY_HEADER_MAX]))  # also checks the length
-        array = np.frombuffer(view, dtype=header.dtype, count=int(np.prod(header.shape)), offset=header.offset)
+        array = np.frombuffer(view, dtype=header.dtype, count=header.size, offset=header.offset)
         return array.reshape(header.shape, order="F" if header.fortran_order else "C")  # read-only, over the map
 
     def _data_offset(self, name: str, info: zipfile.ZipInfo, data: mmap.mmap) -> int:
@@ -436,29 +468,37 @@ class Archive:
         return name_start + name_length + extra_length
 
     def _valid_frames(self, name: str, array: np.ndarray) -> int:
-        """Frames before the trailing NaN padding; NaN anywhere else is an error.
+        """Frames before the trailing NaN padding; any other non-finite value is an error.
 
-        A frame's sum is NaN when the frame holds a NaN (or both infinities), so one summing
-        pass finds the candidates and only those frames are inspected element by element.
+        A frame's sum is finite only when every value in it is (or, rarely, when finite
+        values overflow), so one summing pass finds the candidate frames and only those are
+        inspected element by element. Errors name the first bad value's row (the neuron, or
+        the ``(y, x)`` pixel of a video) and frame.
         """
         frames = array.shape[-1]
         flat = array.reshape(-1, frames)
         with np.errstate(invalid="ignore", over="ignore"):
-            candidates = np.flatnonzero(np.isnan(flat.sum(axis=0)))
+            candidates = np.flatnonzero(~np.isfinite(flat.sum(axis=0)))
         if candidates.size == 0:
             return frames
-        nan = np.isnan(flat[:, candidates])
-        some, every = nan.any(axis=0), nan.all(axis=0)
-        partial = candidates[some & ~every]
-        if partial.size:
-            raise self._error(name, f"NaN inside the valid frames (frame {int(partial[0])} is partly NaN)")
+        every = np.isnan(flat[:, candidates]).all(axis=0)
         padded = candidates[every]
-        if padded.size == 0:
-            return frames
-        first = int(padded[0])
+        first = int(padded[0]) if padded.size else frames
         if padded.size != frames - first:
-            after = int(np.setdiff1d(np.arange(first, frames), padded)[0])
-            raise self._error(name, f"NaN inside the valid frames (frame {first} is NaN but frame {after} is not)")
+            first = frames  # the padding does not run to the end: the NaN frame is reported below
+        inside = candidates[candidates < first]
+        bad = ~np.isfinite(flat[:, inside])
+        if bad.any():
+            column, element = np.unravel_index(int(np.argmax(bad.T.ravel())), bad.T.shape)
+            frame = int(inside[column])
+            value = float(flat[element, frame])
+            where = np.unravel_index(int(element), array.shape[:-1])
+            row = int(where[0]) if len(where) == 1 else tuple(int(i) for i in where)
+            kind = "NaN" if np.isnan(value) else ("+inf" if value > 0 else "-inf")
+            raise self._error(
+                name, f"{kind} inside the valid frames (row {row}, frame {frame}; only whole frames "
+                "of NaN at the end of a trial may pad it)",
+            )  # fmt: skip
         return first
 
     # -- structure -------------------------------------------------------------------
@@ -467,12 +507,26 @@ class Archive:
         """Find the single root folder and the data members of each modality."""
         members: dict[str, zipfile.ZipInfo] = {}
         roots: set[str] = set()
+        counts = Counter(info.filename for info in infos)
+        twice = sorted(name for name, count in counts.items() if count > 1)
+        if twice:
+            raise ArchiveError(
+                self.path, f"member {twice[0]} appears {counts[twice[0]]} times ({len(twice)} names appear "
+                "more than once; a zip must name each member once)",
+            )  # fmt: skip
         for info in infos:
             name = info.filename
+            if not name:
+                raise ArchiveError(self.path, "a member has an empty name")
             if info.is_dir() or name.startswith(_IGNORED_PREFIXES) or name.rsplit("/", 1)[-1] in _IGNORED_NAMES:
                 continue
             if "/" not in name:
                 raise ArchiveError(self.path, f"member {name}: expected every file inside one root folder")
+            if info.file_size > MAX_MEMBER_BYTES:
+                raise ArchiveError(
+                    self.path, f"member {name}: the zip declares {info.file_size} bytes uncompressed, more "
+                    f"than the {MAX_MEMBER_BYTES} bytes any member of the format needs (refused unread)",
+                )  # fmt: skip
             roots.add(name.split("/", 1)[0])
             members[name] = info
         if len(roots) != 1:
@@ -488,21 +542,30 @@ class Archive:
             if modality is None:
                 continue
             stem = base[: -len(".npy")] if base.endswith(".npy") else ""
-            if not stem.isdigit() or (len(stem) > 1 and stem.startswith("0")):
+            if not (stem.isascii() and stem.isdigit()) or (len(stem) > 1 and stem.startswith("0")):
                 raise self._error(name, "expected data files named <trial id>.npy (0, 1, 2, ...)")
             self._data[modality][int(stem)] = name
 
     def _read_meta(self, member: str) -> tuple[str, np.ndarray]:
         name = self.member(member)
-        if name not in self._members:
+        info = self._members.get(name)
+        if info is None:
             raise ArchiveError(self.path, f"member {name} is missing")
+        if info.file_size > MAX_META_BYTES:
+            raise self._error(
+                name, f"the zip declares {info.file_size} bytes uncompressed, more than the {MAX_META_BYTES} "
+                "bytes a meta file may take (refused unread)",
+            )  # fmt: skip
         return name, self._read_npy(name)
 
     def _validate(self) -> None:
         """Check the structure from the meta files and the ``.npy`` headers (cheap)."""
         name, tiers = self._read_meta(TIERS_MEMBER)
         if tiers.dtype.kind == "S":
-            tiers = tiers.astype(str)
+            try:
+                tiers = np.char.decode(tiers, "ascii")
+            except UnicodeDecodeError as exc:
+                raise self._error(name, f"tier names are not ASCII text ({exc})") from exc
         if tiers.ndim != 1 or tiers.dtype.kind != "U":
             raise self._error(name, f"expected a 1-D array of strings, got shape {tiers.shape} dtype {tiers.dtype}")
         unknown = sorted(set(np.unique(tiers).tolist()) - set(TIER_VALUES))
@@ -560,7 +623,7 @@ class Archive:
             also = f" (present in {', '.join(others)})" if others else ""
             raise self._error(
                 folder + f"{missing[0]}.npy",
-                f"is missing{also}; trial {missing[0]} has tier {self.tiers[missing[0]]!r} "
+                f"is missing{also}; trial {missing[0]} has tier {str(self.tiers[missing[0]])!r} "
                 f"({len(missing)} ids of {modality} missing)",
             )
         self._trial_ids = np.array(sorted(expected), dtype=np.int64)
@@ -596,6 +659,9 @@ class Archive:
                 raise self._error(name, f"dtype {header.dtype} is not one of {list(DATA_DTYPES)}")
             if header.dtype != self.dtype:
                 raise self._error(name, f"dtype {header.dtype} differs from {self.dtype} of the other data files")
+        if self.t_pad == 0:
+            first = data_member(self.root, "videos", int(self._trial_ids[0]))
+            raise self._error(first, "no frames (expected videos of shape (36, 64, T) with T >= 1)")
 
     def _check_statistics(self) -> None:
         shapes = self._expected_shapes(self.t_pad)

@@ -11,7 +11,13 @@ bounded: only a few trials are in flight, and results are taken in row order.
 
 The same pass computes the training extras: per-neuron statistics over the train trials
 (:mod:`neuron_stats`), a perceptual hash of every trial's video (:mod:`phash`) and exact
-repeat groups (sha1 of the video bytes).
+repeat groups (sha1 of the video bytes), and the sha256 of every row as stored, which
+``python -m sensorium_pipeline verify`` checks a store against later (:mod:`integrity`).
+
+Before writing, the free space of the output's file system is compared with what the store
+needs (exactly known without compression; projected from the trials written so far with it),
+and a full disk ends in a :class:`StoreError` naming the path and the space needed, not in
+an ``OSError`` traceback.
 
 Everything is written into a temporary sibling of ``out_dir`` and renamed into place at
 the end; ``verify_trials`` trials spread over the store are read back through zarr right
@@ -21,7 +27,9 @@ after they are written and compared bit for bit with the arrays read from the ar
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -37,18 +45,18 @@ from zarr.codecs import BloscCodec
 from .archive import Archive, open_archive
 from .atomic import atomic_path, remove_stale_temporaries
 from .errors import ArchiveError, ConfigError, StoreError
-from .layout import MODALITIES, STATISTICS, TEST_TIERS, TRAIN, VIDEO_HEIGHT, VIDEO_WIDTH
+from .layout import MODALITIES, STATISTICS, TEST_TIERS, TRAIN, VIDEO_HEIGHT, VIDEO_WIDTH, statistic_member
 from .neuron_stats import MEDIAN_SAMPLES, NeuronStatistics, TrialAccumulator, TrialMoments, sample_frames
 from .phash import video_phash
 from .shards import ShardWriter
-from .store import NEURON_STATISTICS_GROUP, NEURONS_NAME, STORE_FORMAT, TRIALS_NAME, ZARR_NAME
+from .store import HASH_COLUMNS, NEURON_STATISTICS_GROUP, NEURONS_NAME, STORE_FORMAT, TRIALS_NAME, ZARR_NAME
 
 STORE_DTYPES: tuple[str, ...] = ("float32", "float64")
 #: Bump when a change here (or in ``archive``) changes what a conversion writes; the
 #: ``convert`` rule passes it as a param so that existing stores are rebuilt.
 #: 2: shards written directly, LZ4 level 1 without shuffle for responses, per-neuron
-#: statistics, ``video_phash``.
-CONVERTER_VERSION = 2
+#: statistics, ``video_phash``. 3: per-row ``sha256_<modality>`` columns; ±inf refused.
+CONVERTER_VERSION = 3
 #: Codecs of the per-trial arrays, by ``conversion.compression``. ``lz4``: Blosc-LZ4 at level
 #: 1, about half the size for responses (mostly exact zeros; better without the byte
 #: shuffle), a little less for videos and behaviour (better with it); higher levels cost
@@ -74,6 +82,8 @@ AXES: dict[str, tuple[str, ...]] = {
 }
 #: Seconds between progress lines.
 PROGRESS_SECONDS = 5.0
+#: Free bytes kept beyond the store's projected size (metadata, tables, other writers).
+SPACE_MARGIN = 64 * 2**20
 
 
 def convert_archive(
@@ -87,8 +97,13 @@ def convert_archive(
     workers: int = 2,
     compression: str = DEFAULT_COMPRESSION,
     progress: Callable[[str], object] | None = None,
+    check_space: bool = True,
 ) -> dict:
     """Validate ``archive`` and write its store to ``out_dir``; return a summary.
+
+    ``check_space`` refuses to start (or to go on) when the file system cannot hold the
+    store; without it only an actual full disk stops the conversion (both raise
+    :class:`StoreError` naming the path, the space needed and the space free).
 
     ``sha256`` is the archive's recorded checksum (computed when not given) and is stored
     in the group attributes, so a store always says which download it came from.
@@ -113,32 +128,19 @@ def convert_archive(
             f"T_pad {source.t_pad}, {source.dtype.name}"
         )
         checksum = sha256 or file_sha256(archive)
-        with atomic_path(out_dir) as tmp:
-            tmp.mkdir()
-            group = zarr.open_group(str(tmp / ZARR_NAME), mode="w", zarr_format=3)
-            arrays = _create_arrays(group, source, store_dtype, chunk_frames, COMPRESSIONS[compression])
-            writers = {m: ShardWriter(arrays[m], tmp / ZARR_NAME / m) for m in MODALITIES}
-            trials, neuron_stats = _convert_trials(
-                source, writers, store_dtype, workers, say,
-                verify_trials=verify_trials, zarr_path=tmp / ZARR_NAME, report_as=out_dir,
-            )  # fmt: skip
-            _write_statistics(group, source, store_dtype)
-            write_neuron_statistics(group, neuron_stats)
-            group.attrs.update(
-                {
-                    "mouse": source.root,
-                    "format": STORE_FORMAT,
-                    "t_pad": int(source.t_pad),
-                    "n_neurons": int(source.n_neurons),
-                    "source_dtype": source.dtype.name,
-                    "archive_sha256": checksum,
-                    "converter_version": CONVERTER_VERSION,
-                    "compression": compression,
-                }
-            )
-            trials.to_parquet(tmp / TRIALS_NAME, index=False)
-            neurons_table(source).to_parquet(tmp / NEURONS_NAME, index=False)
-            verified = len(verify_rows(len(trials), verify_trials))
+        space = _Space(out_dir, raw_store_bytes(source, store_dtype), compression == "none", check_space)
+        space.check_before()
+        try:
+            with atomic_path(out_dir) as tmp:
+                trials, neuron_stats = _write_store(
+                    source, tmp, store_dtype, chunk_frames, compression, workers, say, verify_trials, out_dir, space
+                )
+                _write_tables(source, tmp, store_dtype, trials, neuron_stats, checksum, compression)
+        except OSError as exc:
+            if not _no_space(exc):
+                raise
+            raise space.error(exc) from exc
+        verified = len(verify_rows(len(trials), verify_trials))
         seconds = time.perf_counter() - start
         summary = {
             **source.summary(),
@@ -154,6 +156,121 @@ def convert_archive(
         }
     say(f"wrote {out_dir} in {seconds:.1f} s ({summary['trials_per_s']} trials/s), verified {verified} trials")
     return summary
+
+
+def _write_store(
+    source: Archive,
+    tmp: Path,
+    store_dtype: np.dtype,
+    chunk_frames: int,
+    compression: str,
+    workers: int,
+    say: Callable[[str], object],
+    verify_trials: int,
+    out_dir: Path,
+    space: _Space,
+) -> tuple[pd.DataFrame, NeuronStatistics]:
+    """Create the arrays in ``tmp`` and convert every trial into them."""
+    tmp.mkdir()
+    group = zarr.open_group(str(tmp / ZARR_NAME), mode="w", zarr_format=3)
+    arrays = _create_arrays(group, source, store_dtype, chunk_frames, COMPRESSIONS[compression])
+    writers = {m: ShardWriter(arrays[m], tmp / ZARR_NAME / m) for m in MODALITIES}
+    return _convert_trials(
+        source, writers, store_dtype, workers, say,
+        verify_trials=verify_trials, zarr_path=tmp / ZARR_NAME, report_as=out_dir, space=space,
+    )  # fmt: skip
+
+
+def _write_tables(
+    source: Archive,
+    tmp: Path,
+    store_dtype: np.dtype,
+    trials: pd.DataFrame,
+    neuron_stats: NeuronStatistics,
+    checksum: str,
+    compression: str,
+) -> None:
+    """Statistics, group attributes and the two Parquet tables."""
+    group = zarr.open_group(str(tmp / ZARR_NAME), mode="r+")
+    _write_statistics(group, source, store_dtype)
+    write_neuron_statistics(group, neuron_stats)
+    group.attrs.update(
+        {
+            "mouse": source.root,
+            "format": STORE_FORMAT,
+            "t_pad": int(source.t_pad),
+            "n_neurons": int(source.n_neurons),
+            "source_dtype": source.dtype.name,
+            "archive_sha256": checksum,
+            "converter_version": CONVERTER_VERSION,
+            "compression": compression,
+        }
+    )
+    trials.to_parquet(tmp / TRIALS_NAME, index=False)
+    neurons_table(source).to_parquet(tmp / NEURONS_NAME, index=False)
+
+
+def raw_store_bytes(source: Archive, dtype: np.dtype) -> int:
+    """Bytes of the per-trial arrays without compression (the store's size with ``none``)."""
+    per_frame = VIDEO_HEIGHT * VIDEO_WIDTH + source.n_neurons + 2 + 2
+    return source.n_trials * source.t_pad * per_frame * np.dtype(dtype).itemsize
+
+
+def _no_space(exc: BaseException) -> bool:
+    return getattr(exc, "errno", None) == errno.ENOSPC or "No space left on device" in str(exc)
+
+
+def _size(n: float) -> str:
+    """Bytes for a message: MiB below 1 GiB, else GiB."""
+    return f"{n / 2**20:.1f} MiB" if n < 2**30 else f"{n / 2**30:.2f} GiB"
+
+
+@dataclass
+class _Space:
+    """The store's space needs, checked against the output file system's free space."""
+
+    out_dir: Path
+    raw_bytes: int  #: the per-trial arrays uncompressed
+    exact: bool  #: no compression: ``raw_bytes`` is what the store takes
+    enabled: bool
+
+    def free(self) -> int:
+        folder = self.out_dir.parent
+        while not folder.exists():
+            folder = folder.parent
+        return shutil.disk_usage(folder).free
+
+    def _refuse(self, need: float, free: int, how: str) -> StoreError:
+        return StoreError(
+            self.out_dir, f"not enough free space on the file system of {self.out_dir.parent}: the store "
+            f"needs {how}{_size(need)} (and {_size(SPACE_MARGIN)} to spare), {_size(free)} are free "
+            "(free some space, or write the store elsewhere)",
+        )  # fmt: skip
+
+    def check_before(self) -> None:
+        """Before writing: the exact size (no compression) must fit."""
+        if self.enabled and self.exact:
+            free = self.free()
+            if self.raw_bytes + SPACE_MARGIN > free:
+                raise self._refuse(self.raw_bytes, free, "")
+
+    def check_progress(self, written: int, done: int, total: int) -> None:
+        """While writing (compressed): the rest, projected from the trials written so far, must fit."""
+        if self.enabled and not self.exact and 0 < done < total:
+            rest = written / done * (total - done)
+            free = self.free()
+            if rest + SPACE_MARGIN > free:
+                raise self._refuse(written + rest, free + written, "about ")
+
+    def error(self, exc: OSError) -> StoreError:
+        """A full disk met while writing, as a message naming the path and the space needed."""
+        where = getattr(exc, "filename", None) or self.out_dir.parent
+        need = "" if self.exact else "at most "
+        return StoreError(
+            self.out_dir, f"no space left on the device while writing {where}: the store needs {need}"
+            f"{_size(self.raw_bytes)} on the file system of {self.out_dir.parent}, "
+            f"{_size(self.free())} are free now (the partial store was removed)",
+        )  # fmt: skip
 
 
 def check_options(
@@ -235,6 +352,8 @@ class _Converted:
     digest: bytes
     phash: int
     moments: TrialMoments | None
+    hashes: dict[str, str]  #: hex sha256 of each modality's row as stored
+    nbytes: int  #: bytes of the shard files written
 
 
 @dataclass
@@ -245,43 +364,61 @@ class _Job:
     writers: dict[str, ShardWriter]
     dtype: np.dtype
     n_train: int
-    constant_chunks: dict[tuple[str, float], list[bytes]]
+    constant_chunks: dict[tuple[str, float], tuple[list[bytes], str]]
     lock: threading.Lock
     verify: frozenset[int]  #: rows read back through zarr and compared with the archive's arrays
     zarr_path: Path
     report_as: Path  #: the final store folder, named in errors
+    trial_ids: np.ndarray  #: trial id of each row
 
 
 def _write_array(
     job: _Job, modality: str, row: int, array: np.ndarray, stats: TrialAccumulator | None, valid: int
-) -> None:
-    """Write one trial's array (time last) as its shard, block by block; feed ``stats`` the valid frames."""
+) -> tuple[str, int]:
+    """Write one trial's array (time last) as its shard, block by block; feed ``stats`` the valid
+    frames. Returns the row's sha256 as stored (the blocks in order are its time-major bytes)
+    and the bytes written."""
     writer = job.writers[modality]
     frames = array.shape[-1]
     flat = array.reshape(-1, frames)
+    narrowed = array.dtype.itemsize > job.dtype.itemsize
+    digest = hashlib.sha256()
     chunks = []
     for index in range(writer.chunks_per_shard):
         start = index * writer.frames
         stop = min(start + writer.frames, frames)
         block = _transpose_block(flat, start, max(start, stop), job.dtype)
+        if narrowed and start < valid and not np.isfinite(block[: valid - start]).all():
+            frame = start + int(np.flatnonzero(~np.isfinite(block[: valid - start]).all(axis=1))[0])
+            member = f"{job.source.root}/data/{modality}/{int(job.trial_ids[row])}.npy"
+            raise ArchiveError(
+                job.source.path, f"member {member}: frame {frame} holds a value beyond the range of "
+                f"{job.dtype.name} (convert with conversion.dtype: float64)",
+            )  # fmt: skip
+        digest.update(memoryview(np.ascontiguousarray(block)).cast("B"))
         if stats is not None and start < valid:
             stats.add(block[: valid - start])
         chunks.append(writer.encode_chunk(block.reshape(len(block), *writer.chunk_shape[2:])))
-    writer.write(row, chunks)
+    return digest.hexdigest(), writer.write(row, chunks)
 
 
-def _constant_chunks(job: _Job, modality: str, value: float, frames: int) -> list[bytes]:
-    """Encoded chunks of an array that is ``value`` throughout (withheld test responses are zeros)."""
+def _constant_chunks(job: _Job, modality: str, value: float, frames: int) -> tuple[list[bytes], str]:
+    """Encoded chunks of an array that is ``value`` throughout (withheld test responses are
+    zeros), and the row's sha256 as stored."""
     key = (modality, value)
     with job.lock:
         cached = job.constant_chunks.get(key)
     if cached is None:
         writer = job.writers[modality]
-        cached = []
+        chunks = []
+        digest = hashlib.sha256()
         for index in range(writer.chunks_per_shard):
             start = index * writer.frames
             n = max(0, min(start + writer.frames, frames) - start)
-            cached.append(writer.encode_chunk(np.full((n, *writer.chunk_shape[2:]), value, dtype=job.dtype)))
+            block = np.full((n, *writer.chunk_shape[2:]), value, dtype=job.dtype)
+            digest.update(memoryview(block).cast("B"))
+            chunks.append(writer.encode_chunk(block))
+        cached = (chunks, digest.hexdigest())
         with job.lock:
             job.constant_chunks[key] = cached
     return cached
@@ -298,17 +435,23 @@ def _convert_one(job: _Job, row: int, trial_id: int, tier: str) -> _Converted:
     if tier == TRAIN:
         sample = sample_frames(valid, job.n_train, MEDIAN_SAMPLES)
         stats = TrialAccumulator(job.source.n_neurons, sample)
+    hashes: dict[str, str] = {}
+    nbytes = 0
     for modality in MODALITIES:
         array = trial.arrays[modality]
         if modality == "responses" and tier in TEST_TIERS and not array.any():
-            writer = job.writers[modality]
-            writer.write(row, _constant_chunks(job, modality, 0.0, array.shape[-1]))
+            chunks, hashes[modality] = _constant_chunks(job, modality, 0.0, array.shape[-1])
+            nbytes += job.writers[modality].write(row, chunks)
             continue
-        _write_array(job, modality, row, array, stats if modality == "responses" else None, valid)
+        hashes[modality], written = _write_array(
+            job, modality, row, array, stats if modality == "responses" else None, valid
+        )
+        nbytes += written
     if row in job.verify:
         _verify_trial(job, row, trial_id, trial.arrays)
     job.source.evict(trial_id)
-    return _Converted(row, valid, digest, phash, stats.moments() if stats is not None else None)
+    moments = stats.moments() if stats is not None else None
+    return _Converted(row, valid, digest, phash, moments, hashes, nbytes)
 
 
 def _verify_trial(job: _Job, row: int, trial_id: int, arrays: dict[str, np.ndarray]) -> None:
@@ -343,6 +486,7 @@ def _convert_trials(
     verify_trials: int,
     zarr_path: Path,
     report_as: Path,
+    space: _Space | None = None,
 ) -> tuple[pd.DataFrame, NeuronStatistics]:
     """Convert every trial with ``workers`` threads; the trials table and the train neuron statistics.
 
@@ -353,10 +497,15 @@ def _convert_trials(
     tiers = [str(tier) for tier in source.tiers[ids]]
     n = len(ids)
     verify = frozenset(verify_rows(n, verify_trials))
-    job = _Job(source, writers, dtype, tiers.count(TRAIN), {}, threading.Lock(), verify, zarr_path, report_as)
+    job = _Job(
+        source, writers, dtype, tiers.count(TRAIN), {}, threading.Lock(), verify, zarr_path, report_as, ids
+    )  # fmt: skip
     valid = np.zeros(n, dtype=np.int64)
     phashes = np.zeros(n, dtype=np.int64)
     digests: list[bytes] = [b""] * n
+    hashes: dict[str, list[str]] = {m: [""] * n for m in MODALITIES}
+    written = 0
+    checked_early = False
     statistics = NeuronStatistics(source.n_neurons)
     window = 4 * workers
     start = last_report = time.perf_counter()
@@ -377,6 +526,9 @@ def _convert_trials(
             while taken in finished:
                 result = finished.pop(taken)
                 valid[taken], phashes[taken], digests[taken] = result.valid_frames, result.phash, result.digest
+                for modality in MODALITIES:
+                    hashes[modality][taken] = result.hashes[modality]
+                written += result.nbytes
                 if result.moments is not None:
                     statistics.add(result.moments)
                 taken += 1
@@ -384,6 +536,11 @@ def _convert_trials(
             if now - last_report >= PROGRESS_SECONDS or taken == n:
                 _report(say, taken, n, start)
                 last_report = now
+                if space is not None:
+                    space.check_progress(written, taken, n)
+            elif space is not None and not checked_early and taken >= min(window, n - 1):
+                checked_early = True  # a store far too big for the disk stops after a few trials
+                space.check_progress(written, taken, n)
     finally:
         # On an error, let running tasks finish before the temporary folder is removed.
         executor.shutdown(wait=True, cancel_futures=True)
@@ -397,6 +554,7 @@ def _convert_trials(
             "valid_frames": valid,
             "stimulus_group": groups,
             "video_phash": phashes,
+            **{HASH_COLUMNS[m]: hashes[m] for m in MODALITIES},
         }
     )
     return table, statistics
@@ -408,11 +566,20 @@ def _report(say: Callable[[str], object], done: int, n: int, start: float) -> No
 
 
 def _write_statistics(group: zarr.Group, source: Archive, dtype: np.dtype) -> None:
-    statistics = {
-        (modality, stat): _time_major(source.statistic(modality, stat), dtype)
-        for modality in MODALITIES
-        for stat in STATISTICS
-    }
+    """The per-frame statistics in the store dtype; NaN (frames no train trial reaches) passes,
+    ±inf (in the archive, or a float64 value beyond float32) is an error naming the member."""
+    statistics = {}
+    for modality in MODALITIES:
+        for stat in STATISTICS:
+            with np.errstate(over="ignore"):
+                values = _time_major(source.statistic(modality, stat), dtype)
+            if np.isinf(values).any():
+                frame = int(np.flatnonzero(np.isinf(values).reshape(len(values), -1).any(axis=1))[0])
+                raise ArchiveError(
+                    source.path, f"member {statistic_member(source.root, modality, stat)}: frame {frame} holds "
+                    f"an infinite value (or one beyond the range of {dtype.name})",
+                )  # fmt: skip
+            statistics[modality, stat] = values
     write_frame_statistics(group, statistics, dtype)
 
 
@@ -460,6 +627,8 @@ def write_neuron_statistics(group: zarr.Group, statistics: NeuronStatistics) -> 
 def neurons_table(source: Archive) -> pd.DataFrame:
     """``unit_id, x, y, z`` in the archive's order (the order of the responses' neuron axis)."""
     coords = source.coordinates
+    native = np.dtype(np.float32) if coords.dtype == np.float16 else coords.dtype.newbyteorder("=")
+    coords = coords.astype(native, copy=False)  # Parquet takes neither big-endian nor half floats
     return pd.DataFrame(
         {"unit_id": source.unit_ids.astype(np.int64), "x": coords[:, 0], "y": coords[:, 1], "z": coords[:, 2]}
     )

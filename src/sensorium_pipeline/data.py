@@ -1,11 +1,15 @@
 """Training data: converted mice in the official normalisation, and windows cut from them.
 
-Everything a model sees goes through :mod:`normalize` (spec §3), so training targets and the
+Everything a model sees goes through :mod:`normalize` (docs/data-format.md), so training targets and the
 scorer's ground truth are in the same units:
 
 - videos ``(x - mean) / std`` per pixel and frame; behaviour ``÷ std``; pupil centre z-scored;
 - responses ``× response_precision(std)`` per frame;
 - every trial cut to ``store.usable_frames()``; frames after that are zero-filled (never read).
+
+A model with ``inputs: raw`` gets the archive's values instead (grey levels 0-255, raw behaviour
+and pupil centre), and ``training.targets: raw`` the recorded responses; every source carries
+the official per-frame ``precision`` so that raw targets can still be scored in official units.
 
 Three window sources share one small interface (``window(rows, starts, length, step)`` → :class:`Batch`,
 ``n_frames``, ``mean_response(rows)`` and the trial/neuron metadata), so the sampler, the
@@ -22,7 +26,9 @@ validation loop and prediction never ask where the data lives:
 :func:`load_sources` picks one per mouse (``mode="auto"``: device if it fits there, else RAM if it
 fits there, else lazy). :class:`WindowSampler` draws random windows over all mice (uniform or
 weighted choice of the mouse, then ``batch_size`` (trial, start) pairs of it, optional frame step);
-``sampler.batches(n, device=..., workers=...)`` yields ``n`` batches on the device, through a
+``sampler.steps(n, ...)`` yields ``n`` training steps grouped as ``training.batching`` says
+(one mouse, windows of mixed mice grouped by mouse, or one batch of every mouse) with their CutMix
+partners; ``sampler.batches(n, device=..., workers=...)`` yields ``n`` batches on the device, through a
 ``DataLoader`` with pinned memory when ``workers > 0``. Every random draw happens in the main process
 from one checkpointable numpy generator, so the windows do not depend on the number of workers and
 a resumed run draws the same windows as an uninterrupted one.
@@ -45,9 +51,10 @@ Typical use (``train.py``)::
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -65,9 +72,23 @@ from .store import MouseStore, open_mouse
 RESPONSE_DTYPES: tuple[str, ...] = ("float32", "float16")
 #: ``load_sources`` modes.
 MODES: tuple[str, ...] = ("auto", "ram", "device", "lazy")
+#: What the model's inputs are: the official normalisation, or the archive's raw values (grey
+#: levels 0-255, raw behaviour and pupil centre), as the 1st-place model was fed.
+INPUTS: tuple[str, ...] = ("official", "raw")
+#: What the responses are: ``normalized`` (x the official per-frame precision) or ``raw`` (as
+#: recorded; the training loss clips them at 0, validation multiplies by the precision).
+TARGETS: tuple[str, ...] = ("normalized", "raw")
 #: Share of the free RAM (or free GPU memory) that ``mode="auto"`` lets the held mice take.
 MEMORY_FRACTION = 0.6
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def check_options(inputs: str, targets: str) -> None:
+    """Refuse an unknown ``inputs`` (:data:`INPUTS`) or ``targets`` (:data:`TARGETS`)."""
+    if inputs not in INPUTS:
+        raise ConfigError(f"model.inputs: {inputs!r} is not one of {list(INPUTS)}")
+    if targets not in TARGETS:
+        raise ConfigError(f"training.targets: {targets!r} is not one of {list(TARGETS)}")
 
 
 def span(length: int, step: int) -> int:
@@ -109,25 +130,38 @@ class Batch:
 
 @dataclass(frozen=True)
 class Normalizer:
-    """Per-frame official normalisation of one mouse, time-major, for the first ``length`` frames."""
+    """Per-frame scaling of one mouse, time-major, for the first ``length`` frames: the official
+    normalisation, or the identity for raw inputs (``inputs="raw"``) or raw targets
+    (``targets="raw"``). ``precision`` is always the official per-frame response precision."""
 
     video_offset: np.ndarray  # (T, H, W)
     video_scale: np.ndarray
     behavior_scale: np.ndarray  # (T, 2)
     pupil_offset: np.ndarray  # (T, 2)
     pupil_scale: np.ndarray
-    precision: np.ndarray  # (T, N)
+    response_scale: np.ndarray  # (T, N)
+    precision: np.ndarray  # (T, N), float32
 
     @classmethod
-    def of(cls, mouse: MouseStore, length: int) -> Normalizer:
+    def of(cls, mouse: MouseStore, length: int, *, inputs: str = "official", targets: str = "normalized") -> Normalizer:
+        check_options(inputs, targets)
+
         def stat(modality: str, name: str) -> np.ndarray:
             # NaN past ``length`` would mean a wrong cut; frames are never read there
             return np.nan_to_num(np.asarray(mouse.statistic(modality, name)[:length], dtype=np.float64))
 
+        precision = np.nan_to_num(response_precision(np.asarray(mouse.statistic("responses", "std"))[:length]))
+        precision = precision.astype(np.float32)
+        response_scale = precision if targets == "normalized" else np.ones_like(precision)
+        if inputs == "raw":
+            height, width = mouse.array("videos").shape[2:]
+            zeros = np.zeros((length, height, width))
+            two = np.zeros((length, 2))
+            return cls(zeros, zeros + 1.0, two + 1.0, two, two + 1.0, response_scale, precision)
         v_offset, v_scale = video_normalizer(stat("videos", "mean"), stat("videos", "std"))
         p_offset, p_scale = video_normalizer(stat("pupil_center", "mean"), stat("pupil_center", "std"))
-        precision = np.nan_to_num(response_precision(np.asarray(mouse.statistic("responses", "std"))[:length]))
-        return cls(v_offset, v_scale, behavior_scale(stat("behavior", "std")), p_offset, p_scale, precision)
+        return cls(v_offset, v_scale, behavior_scale(stat("behavior", "std")), p_offset, p_scale, response_scale,
+                   precision)
 
     def apply(self, modality: str, raw: np.ndarray, frames: slice, out: np.ndarray | None = None) -> np.ndarray:
         """Normalised float32 values of ``raw`` (time-first, leading axes allowed) at ``frames``,
@@ -136,7 +170,7 @@ class Normalizer:
             "videos": (self.video_offset, self.video_scale),
             "behavior": (None, self.behavior_scale),
             "pupil_center": (self.pupil_offset, self.pupil_scale),
-            "responses": (None, self.precision),
+            "responses": (None, self.response_scale),
         }[modality]
         x = np.asarray(raw, dtype=np.float32)
         if out is None:
@@ -202,6 +236,8 @@ class _Metadata:
     n_frames: np.ndarray  # (n,) int64, usable frames
     unit_ids: np.ndarray  # (N,) int64
     coordinates: np.ndarray  # (N, 3) float64, µm
+    #: (T, N) float32: the official per-frame response precision (raw targets are scored x it)
+    precision: np.ndarray | None
 
     def _windows(
         self, rows: Sequence[int] | np.ndarray, starts: Sequence[int] | np.ndarray, length: int, step: int
@@ -258,6 +294,7 @@ class MouseData(_Metadata):
     responses: np.ndarray | None  # (n, T, N) float32 or float16, None when not loaded
     unit_ids: np.ndarray
     coordinates: np.ndarray
+    precision: np.ndarray | None = None
 
     @property
     def nbytes(self) -> int:
@@ -306,6 +343,7 @@ class MouseData(_Metadata):
             responses=move(self.responses),
             unit_ids=self.unit_ids,
             coordinates=self.coordinates,
+            precision=self.precision,
         )
 
 
@@ -326,8 +364,12 @@ def load_mouse(
     responses: bool = True,
     max_frames: int = MAX_FRAMES,
     response_dtype: str = "float32",
+    inputs: str = "official",
+    targets: str = "normalized",
 ) -> MouseData:
-    """Read the trials of ``tiers`` from a converted store into RAM, officially normalised.
+    """Read the trials of ``tiers`` from a converted store into RAM, officially normalised
+    (``inputs="raw"``: videos, behaviour and pupil centre as recorded; ``targets="raw"``: the
+    responses as recorded).
 
     ``responses=False`` skips the responses (test tiers carry none worth reading);
     ``response_dtype="float16"`` halves their memory (normalised responses need no more
@@ -338,7 +380,7 @@ def load_mouse(
     mouse = store if isinstance(store, MouseStore) else open_mouse(store)
     sel = _Selection.of(mouse, tiers, max_frames)
     length = sel.length
-    norm = Normalizer.of(mouse, length)
+    norm = Normalizer.of(mouse, length, inputs=inputs, targets=targets)
     n, n_neurons = len(sel.store_rows), mouse.n_neurons
     height, width = mouse.array("videos").shape[2:]
     held = {
@@ -373,18 +415,8 @@ def load_mouse(
         responses=held.get("responses"),
         unit_ids=mouse.unit_ids,
         coordinates=mouse.coordinates,
+        precision=norm.precision,
     )
-
-
-def load_labelled(
-    store_dirs: Sequence[str | Path], max_frames: int = MAX_FRAMES, *, response_dtype: str = "float32"
-) -> dict[str, MouseData]:
-    """The labelled trials (train + oracle) of every store in RAM, keyed by mouse name."""
-    out: dict[str, MouseData] = {}
-    for path in store_dirs:
-        data = load_mouse(path, LABELLED_TIERS, max_frames=max_frames, response_dtype=response_dtype)
-        _add(out, data, path)
-    return out
 
 
 def _add(out: dict, source: _Metadata, path: str | Path) -> None:
@@ -412,6 +444,7 @@ class DeviceMouse(_Metadata):
     responses: torch.Tensor | None
     unit_ids: np.ndarray
     coordinates: np.ndarray
+    precision: np.ndarray | None = None
 
     @property
     def device(self) -> torch.device:
@@ -470,6 +503,10 @@ class ZarrMouse(_Metadata):
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_arrays": None}
 
+    @property
+    def precision(self) -> np.ndarray:  # type: ignore[override]
+        return self.normalizer.precision
+
     def open(self) -> None:
         """Open this process's handles on the store's arrays."""
         store = open_mouse(self.path)
@@ -508,13 +545,20 @@ class ZarrMouse(_Metadata):
 
 
 def open_lazy(
-    store: str | Path | MouseStore, tiers: Sequence[str] = TIERS, *, responses: bool = True, max_frames: int = MAX_FRAMES
+    store: str | Path | MouseStore,
+    tiers: Sequence[str] = TIERS,
+    *,
+    responses: bool = True,
+    max_frames: int = MAX_FRAMES,
+    inputs: str = "official",
+    targets: str = "normalized",
 ) -> ZarrMouse:
     """A :class:`ZarrMouse` of the trials of ``tiers`` (reads metadata, statistics and the two tiny
-    modalities now; videos and responses window by window later)."""
+    modalities now; videos and responses window by window later); ``inputs``/``targets`` as
+    :func:`load_mouse`."""
     mouse = store if isinstance(store, MouseStore) else open_mouse(store)
     sel = _Selection.of(mouse, tiers, max_frames)
-    normalizer = Normalizer.of(mouse, sel.length)
+    normalizer = Normalizer.of(mouse, sel.length, inputs=inputs, targets=targets)
     held = {}
     for name in ("behavior", "pupil_center"):
         raw = np.asarray(mouse.array(name)[...])[sel.store_rows]
@@ -573,9 +617,32 @@ def available_device_memory(device: torch.device) -> int | None:
     return None
 
 
+def released_tiers(
+    store: MouseStore, tiers: Sequence[str], *, probes: int = 4, log: Any = None
+) -> list[str]:
+    """The tiers of ``tiers`` whose responses the archive releases. Withheld test responses are
+    all zeros (the new mice's test tiers), so a tier whose ``probes`` evenly spaced trials are
+    all zero is left out, with a note to ``log``; a tier with no trial is kept (it adds none)."""
+    trials = store.trials
+    usable = store.usable_frames()
+    array = store.array("responses")
+    kept = []
+    for tier in tiers:
+        rows = trials.loc[trials["tier"] == tier, "row"].to_numpy(dtype=np.int64)
+        frames = usable[(trials["tier"] == tier).to_numpy()]
+        if len(rows):
+            picked = np.unique(np.linspace(0, len(rows) - 1, min(probes, len(rows))).round().astype(np.int64))
+            if not any(np.any(np.nan_to_num(np.asarray(array[int(rows[i]), : int(frames[i])])) != 0) for i in picked):
+                if log is not None:
+                    log(f"{store.path}: responses of tier {tier} are withheld (all zero); not trained on")
+                continue
+        kept.append(tier)
+    return kept
+
+
 def load_sources(
     store_dirs: Sequence[str | Path],
-    tiers: Sequence[str] = LABELLED_TIERS,
+    tiers: Sequence[str] | Callable[[MouseStore], Sequence[str]] = LABELLED_TIERS,
     *,
     mode: str = "auto",
     device: torch.device | str = "cpu",
@@ -583,14 +650,18 @@ def load_sources(
     max_frames: int = MAX_FRAMES,
     memory_fraction: float = MEMORY_FRACTION,
     log: Any = None,
+    inputs: str = "official",
+    targets: str = "normalized",
 ) -> dict[str, MouseData | DeviceMouse | ZarrMouse]:
     """One window source per store, keyed by mouse name.
 
     ``mode``: ``ram`` (:func:`load_mouse`), ``device`` (then moved to ``device``), ``lazy``
     (:func:`open_lazy`), or ``auto``: each mouse goes on a CUDA ``device`` while the held mice fit
     in ``memory_fraction`` of its free memory, else into RAM while they fit in that share of the
-    free RAM, else stays lazy.
+    free RAM, else stays lazy. ``tiers`` may be a function of the store (e.g.
+    :func:`released_tiers`); ``inputs``/``targets`` as :func:`load_mouse`.
     """
+    check_options(inputs, targets)
     if mode not in MODES:
         raise ConfigError(f"data mode: {mode!r} is not one of {list(MODES)}")
     device = torch.device(device)
@@ -602,8 +673,9 @@ def load_sources(
     for path in store_dirs:
         store = open_mouse(path)
         chosen = mode
+        mouse_tiers = list(tiers(store) if callable(tiers) else tiers)
         if mode == "auto":
-            need = held_bytes(store, tiers, response_dtype=response_dtype, max_frames=max_frames)
+            need = held_bytes(store, mouse_tiers, response_dtype=response_dtype, max_frames=max_frames)
             if device_left is not None and need <= device_left:
                 chosen, device_left = "device", device_left - need
             elif need <= ram_left:
@@ -612,9 +684,10 @@ def load_sources(
                 chosen = "lazy"
             say(f"{store.mouse}: {need / 2**30:.2f} GiB held -> {chosen}")
         if chosen == "lazy":
-            source: Any = open_lazy(store, tiers, max_frames=max_frames)
+            source: Any = open_lazy(store, mouse_tiers, max_frames=max_frames, inputs=inputs, targets=targets)
         else:
-            source = load_mouse(store, tiers, max_frames=max_frames, response_dtype=response_dtype)
+            source = load_mouse(store, mouse_tiers, max_frames=max_frames, response_dtype=response_dtype,
+                                inputs=inputs, targets=targets)
             if chosen == "device":
                 source = source.to_device(device)
         _add(out, source, path)
@@ -626,13 +699,24 @@ def load_sources(
 
 @dataclass(frozen=True)
 class Windows:
-    """Which windows one batch holds: rows and starts of one mouse, ``length`` frames every ``step``."""
+    """Which windows one batch holds: rows and starts of one mouse, ``length`` frames every ``step``.
+
+    With CutMix partners (``partners`` not ``None``) the first ``len(partners)`` windows are the
+    batch's own; ``partners[i]`` is the index (into ``rows``) of window ``i``'s CutMix partner, a
+    fresh random window of the same mouse appended after the own windows, or -1 for none.
+    """
 
     mouse: str
     rows: np.ndarray
     starts: np.ndarray
     length: int
     step: int = 1
+    partners: np.ndarray | None = None
+
+    @property
+    def n_own(self) -> int:
+        """Windows of the batch itself (the rest are CutMix partners)."""
+        return len(self.rows) if self.partners is None else len(self.partners)
 
 
 class WindowDataset(Dataset):
@@ -680,14 +764,25 @@ def window_loader(
     )
 
 
+#: How the windows of one optimiser step are grouped (``training.batching``).
+BATCHINGS: tuple[str, ...] = ("per_mouse", "mixed", "cycle")
+
+
 class WindowSampler:
     """Random training windows: a mouse (uniformly, by training trials or by given weights), then
     ``batch_size`` (trial, start) pairs of it, each ``window_frames`` frames taken every ``frame_step``.
 
-    Every batch comes from one mouse, so one readout serves it. All randomness comes from
-    one numpy generator whose state is checkpointed (``state``/``set_state``), so a resumed
-    run draws the same windows as an uninterrupted one. ``data`` maps each mouse to any window
-    source (:class:`MouseData`, :class:`DeviceMouse`, :class:`ZarrMouse`).
+    :meth:`draw` gives one mouse's batch. :meth:`draw_step` gives one training step's windows as
+    groups of one mouse each, by ``batching``: ``per_mouse`` one group (as :meth:`draw`);
+    ``mixed`` each of the ``batch_size`` windows' mouse drawn on its own, grouped by mouse (one
+    forward of the core serves them all); ``cycle`` one group of ``batch_size`` windows of every
+    mouse (the starter kit's cycle over the mice). With ``cutmix_prob`` > 0 each window gets,
+    with that probability, a partner: a fresh random window of the same mouse (:class:`Windows`).
+
+    All randomness comes from one numpy generator whose state is checkpointed
+    (``state``/``set_state``), so a resumed run draws the same windows as an uninterrupted one.
+    ``data`` maps each mouse to any window source (:class:`MouseData`, :class:`DeviceMouse`,
+    :class:`ZarrMouse`).
     """
 
     def __init__(
@@ -700,7 +795,15 @@ class WindowSampler:
         *,
         frame_step: int = 1,
         mouse_weights: str | Mapping[str, float] = "uniform",
+        batching: str = "per_mouse",
+        cutmix_prob: float = 0.0,
     ) -> None:
+        if batching not in BATCHINGS:
+            raise ValueError(f"WindowSampler: batching {batching!r} is not one of {list(BATCHINGS)}")
+        if not 0.0 <= float(cutmix_prob) <= 1.0:
+            raise ValueError(f"WindowSampler: cutmix_prob must be in [0, 1], got {cutmix_prob!r}")
+        self.batching = batching
+        self.cutmix_prob = float(cutmix_prob)
         self.data = dict(data)
         self.rows = {m: np.asarray(r, dtype=np.int64) for m, r in rows.items() if len(r)}
         if not self.rows:
@@ -744,18 +847,58 @@ class WindowSampler:
             raise ValueError(f"mouse_weights: expected 'uniform', 'trials' or a mapping, got {mouse_weights!r}")
         return np.cumsum(raw / raw.sum())
 
-    def draw(self) -> Windows:
-        """The next batch's windows (advances the generator)."""
+    def _mouse_indices(self, n: int | None) -> int | np.ndarray:
+        """One mouse index (``n`` None) or ``n`` of them, uniformly or by the weights."""
         if self.weights is None:
-            mouse = self.mice[int(self.rng.integers(len(self.mice)))]
-        else:
-            index = int(np.searchsorted(self.weights, self.rng.random() * self.weights[-1], side="right"))
-            mouse = self.mice[min(index, len(self.mice) - 1)]
+            return int(self.rng.integers(len(self.mice))) if n is None else self.rng.integers(len(self.mice), size=n)
+        u = self.rng.random() if n is None else self.rng.random(n)
+        index = np.minimum(np.searchsorted(self.weights, u * self.weights[-1], side="right"), len(self.mice) - 1)
+        return int(index) if n is None else index
+
+    def _trial_windows(self, mouse: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` random (row, start) pairs of ``mouse``'s training trials."""
         rows = self.rows[mouse]
-        chosen = rows[self.rng.integers(len(rows), size=self.batch_size)]
+        chosen = rows[self.rng.integers(len(rows), size=n)]
         last_start = self.data[mouse].n_frames[chosen] - span(self.window_frames, self.frame_step)
-        starts = np.floor(self.rng.random(self.batch_size) * (last_start + 1)).astype(np.int64)
+        starts = np.floor(self.rng.random(n) * (last_start + 1)).astype(np.int64)
+        return chosen, starts
+
+    def draw(self) -> Windows:
+        """The next batch's windows, all of one mouse (advances the generator)."""
+        mouse = self.mice[self._mouse_indices(None)]
+        chosen, starts = self._trial_windows(mouse, self.batch_size)
         return Windows(mouse, chosen, starts, self.window_frames, self.frame_step)
+
+    def _partnered(self, windows: Windows) -> Windows:
+        """``windows`` with CutMix partners drawn (unchanged, and no draw, when CutMix is off)."""
+        if self.cutmix_prob <= 0:
+            return windows
+        n = len(windows.rows)
+        mixed = self.rng.random(n) < self.cutmix_prob
+        partners = np.full(n, -1, dtype=np.int64)
+        k = int(mixed.sum())
+        if not k:
+            return dataclasses.replace(windows, partners=partners)
+        partners[mixed] = n + np.arange(k)
+        rows, starts = self._trial_windows(windows.mouse, k)
+        return dataclasses.replace(
+            windows, rows=np.concatenate([windows.rows, rows]), starts=np.concatenate([windows.starts, starts]),
+            partners=partners,
+        )
+
+    def draw_step(self) -> list[Windows]:
+        """The windows of one training step (one micro-batch), as groups of one mouse each, in
+        the order the model sees them (see the class docstring)."""
+        if self.batching == "per_mouse":
+            groups = [self.draw()]
+        elif self.batching == "cycle":
+            groups = [Windows(m, *self._trial_windows(m, self.batch_size), self.window_frames, self.frame_step)
+                      for m in self.mice]
+        else:
+            counts = np.bincount(self._mouse_indices(self.batch_size), minlength=len(self.mice))
+            groups = [Windows(self.mice[i], *self._trial_windows(self.mice[i], int(c)), self.window_frames,
+                              self.frame_step) for i, c in enumerate(counts) if c]
+        return [self._partnered(w) for w in groups]
 
     def sample(self) -> Batch:
         """The next batch, cut in this process (on the CPU, or on the device for a DeviceMouse)."""
@@ -772,9 +915,23 @@ class WindowSampler:
         device is CUDA); otherwise a ``DataLoader`` of ``workers`` processes cuts them (the way
         for :class:`ZarrMouse` sources) and pins them. Copies to the device are non-blocking.
         """
+        return self._cut_all([self.draw() for _ in range(int(n))], device, workers, prefetch)
+
+    def steps(
+        self, n: int, *, device: torch.device | str = "cpu", workers: int = 0, prefetch: int = 4
+    ) -> Iterator[list[tuple[Windows, Batch]]]:
+        """The next ``n`` training steps (:meth:`draw_step`), each a list of ``(windows, batch)``
+        groups on ``device``; drawn up front and cut as :meth:`batches` cuts them."""
+        drawn = [self.draw_step() for _ in range(int(n))]
+        cut = self._cut_all([w for step in drawn for w in step], device, workers, prefetch)
+        for step in drawn:
+            yield [(w, next(cut)) for w in step]
+
+    def _cut_all(
+        self, windows: list[Windows], device: torch.device | str, workers: int, prefetch: int
+    ) -> Iterator[Batch]:
         device = torch.device(device)
         pin = device.type == "cuda"
-        windows = [self.draw() for _ in range(int(n))]
         # mice already on the device are cut here (a worker process cannot use CUDA tensors)
         here = {m for m, s in self.data.items() if isinstance(s, DeviceMouse) or workers <= 0}
         away = [w for w in windows if w.mouse not in here]

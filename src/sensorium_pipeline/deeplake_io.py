@@ -1,7 +1,7 @@
 """Deep Lake 4 datasets in and out: an import/export path beside the zip archives.
 
 A mouse's dataset is a local Deep Lake 4 folder laid out like the competition's 2023
-Deep Lake datasets (shared spec §6), one row per trial:
+Deep Lake datasets (docs/data-format.md, Deep Lake), one row per trial:
 
     videos        (1, T, 36, 64)   float, channel first, then time
     responses     (N, T)           neurons in ``neuron_ids`` order

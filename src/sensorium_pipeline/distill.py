@@ -1,14 +1,22 @@
 """Knowledge distillation (the winners' second stage): first-stage models fill in the other mice.
 
-Every training batch shows one mouse's video windows, so normally only that mouse's readout
-learns from it. In the second stage a frozen first-stage model of the same fold (the teacher)
-predicts, for the same windows, the responses of every other mouse; the student's readouts of
-those mice are trained towards these predictions too. The loss is the convex mix
-``(1 - weight) * loss(own responses) + weight * mean over other mice of loss(teacher's)``
-(the write-up calls the distilled share 0.36 %, its public config 36 %: ``weight`` is a parameter).
+A training window shows one mouse, so normally only that mouse's readout learns from it. In the
+second stage a frozen first-stage model of the same fold (the teacher) predicts, for the same
+windows (CutMix applied alike), the responses of every other mouse, and the student's readouts
+of those mice are trained towards these predictions too. Student and teacher each run their core
+once per step; every readout reads the same features (:meth:`SensoriumModel.encode` /
+``decode``).
 
-The teacher of fold ``k`` never saw fold ``k``'s validation trials, so the student's
-validation score stays honest.
+How the distilled part enters the loss follows the batching (:mod:`train`):
+
+- ``mixed`` (the winners' way): every (window, other mouse) pair is a target of weight
+  ``weight / pairs``, every window's own responses one of weight ``(1 - weight) / windows``;
+  each target's Poisson loss is summed over neurons and frames (the reference's weighted sum).
+- otherwise (one mouse per batch): ``(1 - weight) * loss(own) + weight * mean over the other
+  mice of loss(teacher's)``.
+
+``weight`` is the distilled share (the public config's ratio 0.36). The teacher of fold ``k``
+never saw fold ``k``'s validation trials, so the student's validation score stays honest.
 """
 
 from __future__ import annotations
@@ -21,7 +29,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import Batch
 from .errors import ConfigError
 from .models import load_trained
 
@@ -57,42 +64,50 @@ class Teacher:
             raise ConfigError("distillation: no teacher model given")
         self.paths = [str(p) for p in paths]
         self.models = []
+        self.targets = set()
         for path in paths:
             trained = load_trained(path, device)
             for p in trained.model.parameters():
                 p.requires_grad_(False)
             self.models.append(trained.model.eval())
+            self.targets.add(str(dict(trained.extra.get("training") or {}).get("targets", "normalized")))
+        if len(self.targets) > 1:
+            raise ConfigError(f"distillation: the teachers {self.paths} were trained on different targets {self.targets}")
         self.mice = sorted(set.intersection(*(set(m.mice) for m in self.models)))
 
+    @property
+    def target_kind(self) -> str:
+        """``training.targets`` of the teachers (their predictions are in those units)."""
+        return next(iter(self.targets))
+
     @torch.no_grad()
-    def predict(self, batch: Batch, mouse: str) -> torch.Tensor:
-        """Mean prediction of the teachers for ``mouse``'s neurons on ``batch``'s windows."""
-        outs = [m(batch.video, batch.behavior, batch.pupil_center, mouse).float() for m in self.models]
-        return torch.stack(outs).mean(0)
+    def predict(
+        self,
+        video: torch.Tensor,
+        behavior: torch.Tensor,
+        pupil_center: torch.Tensor,
+        mice: Sequence[str],
+        mix: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        shift_pupil: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Mean prediction of the teachers for each of ``mice`` on the same windows: one core pass
+        per teacher (``mix`` and ``shift_pupil`` as the student's, see :func:`train`)."""
+        pupil = pupil_center if shift_pupil is None else shift_pupil
+        sums: dict[str, torch.Tensor] = {}
+        for model in self.models:
+            features = model.encode(video, behavior, pupil_center, mix)
+            for mouse in mice:
+                out = model.decode(features, mouse, pupil).float()
+                sums[mouse] = out if mouse not in sums else sums[mouse] + out
+        return {m: v / len(self.models) for m, v in sums.items()}
 
 
-def other_mice(teacher: Teacher, student_mice: Sequence[str], mouse: str, config: DistillConfig,
+def other_mice(teacher: Teacher, student_mice: Sequence[str], mouse: str | None, config: DistillConfig,
                rng: np.random.Generator) -> list[str]:
-    """The mice distilled on a batch of ``mouse``: those both models know, at most ``mice_per_batch``."""
+    """The mice distilled on a batch: those both models know (except ``mouse``, the batch's own
+    when it has one), at most ``mice_per_batch`` drawn at random."""
     candidates = [m for m in student_mice if m != mouse and m in teacher.mice]
     if config.mice_per_batch is not None and len(candidates) > config.mice_per_batch:
         picked = rng.choice(len(candidates), size=config.mice_per_batch, replace=False)
         candidates = [candidates[i] for i in sorted(picked.tolist())]
     return candidates
-
-
-def distillation_loss(
-    student: torch.nn.Module,
-    teacher: Teacher,
-    batch: Batch,
-    mice: Sequence[str],
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    skip: int,
-) -> torch.Tensor:
-    """Mean over ``mice`` of the loss of the student's readout against the teacher's prediction."""
-    losses = []
-    for other in mice:
-        target = teacher.predict(batch, other)
-        output = student(batch.video, batch.behavior, batch.pupil_center, other).float()
-        losses.append(loss_fn(output[:, skip:], target[:, skip:]))
-    return torch.stack(losses).mean()

@@ -23,7 +23,22 @@ class PathError(SensoriumError):
 
 
 class ArchiveError(PathError):
-    """A competition archive (zip) is missing a member, truncated or inconsistent."""
+    """A competition archive (zip) is missing a member, truncated or inconsistent.
+
+    The message is always one line: member names come from the (untrusted) zip, so line
+    breaks and other control characters in them are written as escapes.
+    """
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        super().__init__(one_line(str(path)), one_line(problem))
+        self.path = str(path)
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters (line breaks included) written as ``\\n``-style escapes."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class StoreError(PathError):

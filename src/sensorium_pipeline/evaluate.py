@@ -1,7 +1,7 @@
-"""Score predictions against the ground truth with the competition's metrics (spec §4).
+"""Score predictions against the ground truth with the competition's metrics (docs/metrics.md).
 
 Targets are the solutions' raw responses put through the official per-frame normalisation
-(spec §3) over each trial's usable frames; predictions are already in those units. Both are
+(docs/data-format.md) over each trial's usable frames; predictions are already in those units. Both are
 cut by the same :class:`~sensorium_pipeline.metrics.EvaluationWindow`.
 
 Per mouse and tier: single-trial correlation (mean over neurons), correlation to average,
@@ -9,8 +9,10 @@ mean FEVE over neurons with FEV >= 0.15 (and their count) and, where the solutio
 noise-free ``rates`` (simulated mice), the noise ceiling: the same metrics computed between
 the noisy responses and the rates. Bonus tiers are scored per ``stimulus_type`` and every
 number of the tier is the mean over types (trial, stimulus and frame counts are totals).
-Over mice, every tier number is the plain mean (each mouse weighs the same); a number is
-reported only where every scored mouse has it.
+Over mice, every tier number is the plain mean (each mouse weighs the same); a bonus tier's,
+as the competition's scorer totals the bonus track, is per stimulus type the mean over the mice
+that have that type, then the mean over types. A number is reported only where every scored
+mouse has it.
 """
 
 from __future__ import annotations
@@ -317,7 +319,7 @@ def _read_responses(store: MouseStore, row: int, valid: int) -> np.ndarray:
 def solutions_from_store(store: MouseStore, tiers: Sequence[str] = SCORED_TIERS) -> pd.DataFrame:
     """Solutions (format of :mod:`solutions`) for the tiers whose responses the archive releases.
 
-    A tier counts as withheld when all its responses are zero (spec §2). Repeats are the
+    A tier counts as withheld when all its responses are zero (docs/data-format.md). Repeats are the
     store's ``stimulus_group``; the stimulus type is ``natural`` except on bonus tiers, where
     the real archives do not say it (``unknown``). ``rates`` are unknown (None).
     """
@@ -352,16 +354,38 @@ def solutions_from_store(store: MouseStore, tiers: Sequence[str] = SCORED_TIERS)
     return frame.astype({"trial_indices": "int64"}) if not frame.empty else frame
 
 
+def _bonus_over_mice(scored: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """A bonus tier over mice as the competition's scorer totals it: each stimulus type's
+    numbers are the mean over the mice that were shown it, the tier's the mean over types (a
+    mouse that lacks a type does not pull the others' mean of that type)."""
+    by_type: dict[str, dict[str, Any]] = {}
+    kinds = sorted(set().union(*(s["by_stimulus_type"] for s in scored.values())))
+    for kind in kinds:
+        having = {m: s["by_stimulus_type"][kind] for m, s in scored.items() if kind in s["by_stimulus_type"]}
+        numbers: dict[str, Any] = {"mice": sorted(having), "n_mice": len(having)}
+        for key in METRICS:
+            numbers[key] = _mean([h[key] for h in having.values()])
+        numbers["fraction_of_ceiling"] = _ratio(numbers["single_trial_correlation"], numbers["ceiling"])
+        by_type[kind] = numbers
+    summary = {key: _mean([t[key] for t in by_type.values()]) for key in METRICS}
+    summary["by_stimulus_type"] = by_type
+    return summary
+
+
 def _aggregate(per_mouse: dict[str, dict[str, Any]], tiers: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Per tier, the plain mean over the mice that scored it."""
+    """Per tier, the plain mean over the mice that scored it; a bonus tier per stimulus type
+    over the mice that have it, then the mean over types (:func:`_bonus_over_mice`)."""
     out = {}
     for tier in tiers:
         scored = {m: r["tiers"][tier] for m, r in per_mouse.items() if tier in r["tiers"]}
         if not scored:
             continue
         summary: dict[str, Any] = {"mice": sorted(scored), "n_mice": len(scored)}
-        for key in METRICS:
-            summary[key] = _mean([s[key] for s in scored.values()])
+        if tier in BONUS_TIERS and all("by_stimulus_type" in s for s in scored.values()):
+            summary.update(_bonus_over_mice(scored))
+        else:
+            for key in METRICS:
+                summary[key] = _mean([s[key] for s in scored.values()])
         summary["fraction_of_ceiling"] = _ratio(summary["single_trial_correlation"], summary["ceiling"])
         out[tier] = summary
     return out

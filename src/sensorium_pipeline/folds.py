@@ -8,27 +8,55 @@ mouse, and of perceptual-hash neighbours, which also link trials of different mi
 groups are dealt to folds (:func:`assign_folds`): shuffled with the seed, then handed out largest
 first to the fold with the fewest trials so far, which balances trial counts.
 Fold ``k``'s validation set is the trials with fold id ``k``; every other labelled trial trains.
+The perceptual-hash neighbours come from :func:`phash_groups` over the hashes the stores hold
+(:mod:`phash`); :func:`fold_rows` puts it together for a training run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from .errors import ConfigError
+from .errors import ConfigError, StoreError
 from .layout import LABELLED_TIERS
+from .phash import BITS, hamming
+from .store import open_mouse
+
+if TYPE_CHECKING:
+    from .data import WindowSource
 
 UNLABELLED = -1
 GROUPINGS = ("phash", "stimulus")
 
 
-def _find(parent: np.ndarray, i: int) -> int:
-    while parent[i] != i:
-        parent[i] = parent[parent[i]]
-        i = int(parent[i])
-    return i
+class _Components:
+    """Union-find over ``n`` items; every root is the smallest index of its component, so the
+    components come out numbered in order of first appearance."""
+
+    def __init__(self, n: int) -> None:
+        self.parent = np.arange(n)
+
+    def find(self, i: int) -> int:
+        parent = self.parent
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = int(parent[i])
+        return i
+
+    def union(self, i: int, j: int) -> None:
+        a, b = self.find(i), self.find(j)
+        if a != b:
+            self.parent[max(a, b)] = min(a, b)
+
+    def labels(self) -> np.ndarray:
+        """Dense component ids (0..g-1) of the items, in order of first appearance."""
+        roots = np.array([self.find(i) for i in range(len(self.parent))], dtype=np.int64)
+        _, dense = np.unique(roots, return_inverse=True)
+        return dense.astype(np.int64).ravel()
 
 
 def trial_groups(*labels: Sequence | np.ndarray) -> np.ndarray:
@@ -41,20 +69,32 @@ def trial_groups(*labels: Sequence | np.ndarray) -> np.ndarray:
     n = len(arrays[0])
     if any(len(a) != n for a in arrays):
         raise ValueError(f"trial_groups: labels of different lengths {[len(a) for a in arrays]}")
-    parent = np.arange(n)
+    components = _Components(n)
     for label in arrays:
         first: dict = {}
         for i, value in enumerate(label.tolist()):
             j = first.setdefault(value, i)
             if j != i:
-                a, b = _find(parent, i), _find(parent, j)
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
-    roots = np.array([_find(parent, i) for i in range(n)], dtype=np.int64)
-    _, dense = np.unique(roots, return_inverse=True)
-    # renumber in order of first appearance so the ids do not depend on the root choice
-    order: dict[int, int] = {}
-    return np.array([order.setdefault(int(g), len(order)) for g in dense], dtype=np.int64)
+                components.union(i, j)
+    return components.labels()
+
+
+def phash_groups(hashes: np.ndarray, max_distance: int, *, block: int = 2048) -> np.ndarray:
+    """Group ids (0, 1, ... in order of first appearance): connected components of hashes at
+    Hamming distance ``<= max_distance``, so near-duplicates of near-duplicates group too.
+
+    Memory is ``block x n`` distances at a time, so tens of thousands of trials are fine.
+    """
+    hashes = np.asarray(hashes, dtype=np.int64).ravel()
+    if isinstance(max_distance, bool) or not 0 <= int(max_distance) <= BITS:
+        raise ValueError(f"max_distance must be in 0..{BITS}, got {max_distance!r}")
+    components = _Components(len(hashes))
+    for start in range(0, len(hashes), block):
+        near = hamming(hashes[start : start + block, None], hashes[None, start:]) <= max_distance
+        rows, cols = np.nonzero(np.triu(near, k=1))  # each pair once, later rows only
+        for i, j in zip((rows + start).tolist(), (cols + start).tolist(), strict=True):
+            components.union(i, j)
+    return components.labels()
 
 
 def assign_folds(
@@ -107,16 +147,24 @@ def split_rows(folds: np.ndarray, fold: int) -> tuple[np.ndarray, np.ndarray]:
     return train, validation
 
 
+def _unpool(pooled: np.ndarray, names: Sequence[str], sizes: Mapping[str, int]) -> dict[str, np.ndarray]:
+    """An array over the trials of ``names`` concatenated, cut back into one array per mouse."""
+    bounds = np.cumsum([0, *(sizes[m] for m in names)])
+    return {m: pooled[bounds[i] : bounds[i + 1]] for i, m in enumerate(names)}
+
+
 def pooled_folds(
     mice: dict[str, pd.DataFrame],
     n_folds: int,
     seed: int,
     near_groups: dict[str, np.ndarray] | None = None,
+    *,
+    tiers: Sequence[str] = LABELLED_TIERS,
 ) -> dict[str, np.ndarray]:
     """Folds of several mice at once: ``mice[m]`` has ``tier`` and ``stimulus_group`` per trial;
     ``near_groups[m]`` (optional) are perceptual-hash group ids of the same trials, comparable
     across mice (made over the pooled hashes), so a video shown to two mice lands in one fold.
-    Returns each mouse's fold ids."""
+    ``tiers`` are the labelled tiers dealt to folds (others get ``-1``). Returns each mouse's fold ids."""
     names = sorted(mice)
     keys = [f"{m}\x00{g}" for m in names for g in mice[m]["stimulus_group"].tolist()]
     labels: list[Sequence] = [keys]
@@ -128,9 +176,48 @@ def pooled_folds(
             "stimulus_group": trial_groups(*labels),
         }
     )
-    folds = assign_folds(pooled, n_folds, seed)
-    out, start = {}, 0
-    for m in names:
-        out[m] = folds[start : start + len(mice[m])]
-        start += len(mice[m])
-    return out
+    return _unpool(assign_folds(pooled, n_folds, seed, tiers), names, {m: len(mice[m]) for m in names})
+
+
+def near_duplicate_groups(
+    store_dirs: Sequence[str | Path], data: Mapping[str, WindowSource], max_distance: int, log: Callable[[str], Any]
+) -> dict[str, np.ndarray] | None:
+    """Perceptual-hash groups of the labelled trials of every mouse, made over the pooled hashes
+    (so a video shown to two mice is one group); ``None`` (exact repeats only) when a store
+    holds no hashes (converted by an older version)."""
+    hashes: dict[str, np.ndarray] = {}
+    for path in store_dirs:
+        store = open_mouse(path)
+        try:
+            values = np.asarray(store.video_phash(), dtype=np.int64)
+        except StoreError as exc:
+            log(f"{path}: no perceptual video hashes ({exc}); folds group exact repeats only")
+            return None
+        by_id = dict(zip(store.trials["trial_id"].tolist(), values.tolist(), strict=True))
+        hashes[store.mouse] = np.array([by_id[t] for t in data[store.mouse].trial_ids.tolist()], dtype=np.int64)
+    names = sorted(hashes)
+    return _unpool(phash_groups(np.concatenate([hashes[m] for m in names]), max_distance), names,
+                   {m: len(hashes[m]) for m in names})
+
+
+def fold_rows(
+    store_dirs: Sequence[str | Path],
+    data: Mapping[str, WindowSource],
+    n_folds: int,
+    seed: int,
+    fold: int,
+    grouping: str,
+    phash_distance: int,
+    log: Callable[[str], Any] = print,
+    tiers: Sequence[str] = LABELLED_TIERS,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``(train_rows, validation_rows)`` of every mouse for ``fold``, over its trials of the
+    labelled ``tiers``; trials grouped by ``grouping``: ``stimulus`` (exact repeats) or
+    ``phash`` (exact repeats and perceptual-hash neighbours within ``phash_distance`` bits,
+    across mice)."""
+    if grouping not in GROUPINGS:
+        raise ConfigError(f"training.fold_grouping: {grouping!r} is not one of {list(GROUPINGS)}")
+    tables = {m: pd.DataFrame({"tier": d.tiers, "stimulus_group": d.stimulus_groups}) for m, d in data.items()}
+    near = near_duplicate_groups(store_dirs, data, phash_distance, log) if grouping == "phash" else None
+    folds = pooled_folds(tables, n_folds, seed, near, tiers=tiers)
+    return {m: split_rows(folds[m], fold) for m in sorted(data)}

@@ -1,4 +1,4 @@
-"""Names fixed by the SENSORIUM 2023 data format (see shared spec §2).
+"""Names fixed by the SENSORIUM 2023 data format (docs/data-format.md).
 
 Only constants live here; reading and writing the formats is the job of ``archive``,
 ``store`` and ``submission``.

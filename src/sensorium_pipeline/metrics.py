@@ -1,4 +1,4 @@
-"""The competition's metrics (spec §4), in plain numpy.
+"""The competition's metrics (docs/metrics.md), in plain numpy.
 
 Every function takes per-trial arrays that are time-first ``(T_i, N)`` and already cut by
 the :class:`EvaluationWindow`; predictions and targets must be cut by the same window. All

@@ -1,4 +1,4 @@
-"""The official per-frame normalisation (spec §3).
+"""The official per-frame normalisation (docs/data-format.md).
 
 The scorer's ground truth is the responses multiplied by a per-frame precision computed
 from ``meta/statistics/responses/all/std.npy``; predictions must live in the same units.

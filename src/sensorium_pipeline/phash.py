@@ -1,4 +1,5 @@
-"""A 64-bit perceptual hash of a video, and groups of near-duplicate videos for folds.
+"""A 64-bit perceptual hash of a video, so that folds can group near-duplicate videos
+(:func:`folds.phash_groups`).
 
 Exact repeats share bytes (``stimulus_group`` in the store), but the same clip may also come
 back re-encoded, rescaled in contrast or with noise; a train trial and a test trial showing
@@ -33,8 +34,6 @@ SIDE = 32
 LOW = 16
 #: Seed of the fixed random hyperplanes (changing it changes every hash: bump the converter version).
 SEED = 20230
-#: A distance that separates near-duplicates (measured <= 8 bits) from different clips (>= 16).
-NEAR_DUPLICATE_BITS = 12
 
 
 @cache
@@ -104,34 +103,3 @@ def hamming(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
     """Bits that differ between hashes (int64 bit patterns), elementwise with broadcasting."""
     x = np.bitwise_xor(np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64))
     return np.bitwise_count(x.view(np.uint64)).astype(np.int64)
-
-
-def phash_groups(hashes: np.ndarray, max_distance: int, *, block: int = 2048) -> np.ndarray:
-    """Group ids (0, 1, ... in order of first appearance): connected components of hashes at
-    Hamming distance ``<= max_distance``, so near-duplicates of near-duplicates group too.
-
-    Memory is ``block x n`` distances at a time, so tens of thousands of trials are fine.
-    """
-    hashes = np.asarray(hashes, dtype=np.int64).ravel()
-    if isinstance(max_distance, bool) or not 0 <= int(max_distance) <= BITS:
-        raise ValueError(f"max_distance must be in 0..{BITS}, got {max_distance!r}")
-    n = len(hashes)
-    parent = np.arange(n)
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = int(parent[i])
-        return i
-
-    for start in range(0, n, block):
-        near = hamming(hashes[start : start + block, None], hashes[None, start:]) <= max_distance
-        rows, cols = np.nonzero(np.triu(near, k=1))  # each pair once, later rows only
-        for i, j in zip((rows + start).tolist(), (cols + start).tolist(), strict=True):
-            a, b = root(i), root(j)
-            if a != b:
-                parent[max(a, b)] = min(a, b)
-    roots = np.array([root(i) for i in range(n)], dtype=np.int64)
-    _, first, inverse = np.unique(roots, return_index=True, return_inverse=True)
-    rank = np.argsort(np.argsort(first))  # number groups in order of first appearance
-    return rank[inverse].astype(np.int64)

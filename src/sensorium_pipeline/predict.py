@@ -10,8 +10,15 @@ sits at a "full" position (its whole reach inside the window, or the window touc
 edge on that side); a frame no window sees at a full position (always the case for short
 windows of a non-causal model) takes the plain mean over every window covering it.
 
+For a model whose every output depends on its whole window (DwiseNeuro: its squeeze-and-
+excitation averages over time) no position is "full", and the default ``stride`` is 1: every
+frame is the mean over every window offset that covers it, as the 1st-place reference
+predictor averages.
+
 :func:`predict_windows` serves validation (train.py) and prediction alike. Outputs are in the
-official normalised units (as the training targets), NaN after each trial's usable frames.
+official normalised units, NaN after each trial's usable frames: a model trained on raw
+responses (``training.targets: raw``, as the reference) predicts raw units, which
+:func:`predict_mouse` multiplies by the official per-frame precision.
 """
 
 from __future__ import annotations
@@ -27,7 +34,9 @@ from .devices import resolve_device
 from .errors import ConfigError, PredictionError
 from .layout import BONUS_TIERS, MAIN_TIERS, ORACLE
 from .models import load_trained
+from .normalize import response_precision
 from .predictions import Predictions
+from .store import open_mouse
 
 DEFAULT_TIERS: tuple[str, ...] = (ORACLE, *MAIN_TIERS, *BONUS_TIERS)
 #: Trials whose sums are held at once (bounds memory to a few trials' worth of float64).
@@ -45,6 +54,19 @@ def window_starts(n_frames: int, window_frames: int, stride: int) -> tuple[list[
     if starts[-1] != last:
         starts.append(last)
     return starts, length
+
+
+def default_stride(window_frames: int, context_frames: int, lookahead_frames: int) -> int:
+    """Windows every half window, or every frame (all offsets) when no output of a window
+    sees its whole reach inside it (the reference's averaging for DwiseNeuro)."""
+    if context_frames + lookahead_frames >= window_frames:
+        return 1
+    return max(1, window_frames // 2)
+
+
+def trained_on_raw_targets(extra: dict) -> bool:
+    """Whether a saved model learnt raw responses (its training config says ``targets: raw``)."""
+    return str(extra.get("training", {}).get("targets", "normalized")) == "raw"
 
 
 def _windows(n_frames: int, step: int, window_frames: int, stride: int) -> list[tuple[int, int, int, bool, bool]]:
@@ -132,17 +154,21 @@ def predict_mouse(
     batch_size: int = 8,
     log=None,
 ) -> Predictions:
-    """Predict every usable frame of the trials of ``tiers`` of one converted mouse.
+    """Predict every usable frame of the trials of ``tiers`` of one converted mouse, in the
+    official normalised units.
 
     ``window_frames`` defaults to the model's training window (position-dependent models
-    must be run on it), ``stride`` to half the window."""
+    must be run on it), ``stride`` to :func:`default_stride`. The model's inputs are read
+    as it expects them (``model.inputs``: official or raw); outputs of a model trained on raw
+    targets are multiplied by the official per-frame precision."""
     if threads is not None:
         torch.set_num_threads(int(threads))
     tiers = tuple(tiers) if tiers else DEFAULT_TIERS
     torch_device = resolve_device(device)
     trained = load_trained(model_path, torch_device)
     model = trained.model
-    data = load_mouse(store_dir, tiers, responses=False)
+    inputs = trained.model_config.inputs
+    data = load_mouse(store_dir, tiers, responses=False, inputs=inputs)
     if data.mouse not in trained.model.mice:
         raise PredictionError(store_dir, f"mouse {data.mouse!r} is not one of the model's mice {trained.model.mice}")
     if not np.array_equal(trained.meta(data.mouse).unit_ids, data.unit_ids):
@@ -150,13 +176,18 @@ def predict_mouse(
     if window_frames is None:
         window_frames = int(trained.extra.get("training", {}).get("window_frames", 80))
     if stride is None:
-        stride = max(1, window_frames // 2)
+        stride = default_stride(window_frames, model.context_frames, getattr(model, "lookahead_frames", 0))
+    precision = None
+    if trained_on_raw_targets(trained.extra):
+        precision = np.nan_to_num(response_precision(np.asarray(open_mouse(store_dir).statistic("responses", "std"))))
     values = np.full((data.n_trials, data.videos.shape[1], data.n_neurons), np.nan, dtype=np.float32)
     for first in range(0, data.n_trials, 64):
         rows = np.arange(first, min(first + 64, data.n_trials))
         out = predict_windows(
             model, data, rows, window_frames=window_frames, stride=stride, batch_size=batch_size, device=torch_device
         )
+        if precision is not None:
+            out = out * precision[None, : out.shape[1]]
         values[rows, : out.shape[1]] = out
         if log is not None:
             log(f"{data.mouse}: predicted {rows[-1] + 1}/{data.n_trials} trials")

@@ -5,7 +5,7 @@
 
     <entry>/<mouse>.zarr/
       trial_id      (n,)        int64, sorted
-      values        (n, T, N)   float32, official normalised units (spec §3), frame 0 is
+      values        (n, T, N)   float32, official normalised units (docs/data-format.md), frame 0 is
                                 the trial's first frame, NaN after the trial's usable frames
       n_frames      (n,)        int64, usable frames per trial (official cut, ≤ 300)
       unit_ids      (N,)        int64

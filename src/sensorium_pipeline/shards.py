@@ -96,9 +96,14 @@ class ShardWriter:
         path = self.folder / self._keys((row,) + (0,) * (self._ndim - 1))
         if not path.parent.is_dir():
             path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb", buffering=0) as stream:  # large writes: no buffer copy
-            for part in (*chunks, index_bytes, checksum):
-                view = memoryview(part)
-                while view:
-                    view = view[stream.write(view) :]
+        try:
+            with open(path, "wb", buffering=0) as stream:  # large writes: no buffer copy
+                for part in (*chunks, index_bytes, checksum):
+                    view = memoryview(part)
+                    while view:
+                        view = view[stream.write(view) :]
+        except OSError as exc:
+            if exc.filename is None:  # a failed write() names no file: say which one (a full disk)
+                raise OSError(exc.errno, exc.strerror, str(path)) from exc
+            raise
         return offset + len(index_bytes) + len(checksum)

@@ -37,7 +37,7 @@ from .convert import (
 from .layout import MODALITIES, TRAIN, VIDEO_HEIGHT, VIDEO_WIDTH
 from .neuron_stats import MEDIAN_SAMPLES, NeuronStatistics, TrialAccumulator, sample_frames
 from .phash import video_phash
-from .store import NEURONS_NAME, STORE_FORMAT, TRIALS_NAME, ZARR_NAME
+from .store import HASH_COLUMNS, NEURONS_NAME, STORE_FORMAT, TRIALS_NAME, ZARR_NAME, row_digest
 
 
 def frame_shape(modality: str, n_neurons: int) -> tuple[int, ...]:
@@ -120,6 +120,7 @@ class StoreWriter:
                 "tier": str(tier),
                 "valid_frames": int(valid_frames),
                 "phash": phash,
+                "hashes": {m: row_digest(stored[m]) for m in MODALITIES},
             }
         )
 
@@ -157,6 +158,7 @@ class StoreWriter:
                 "valid_frames": np.array([r["valid_frames"] for r in self._rows], dtype=np.int64),
                 "stimulus_group": groups,
                 "video_phash": np.array([r["phash"] for r in self._rows], dtype=np.int64),
+                **{HASH_COLUMNS[m]: [r["hashes"][m] for r in self._rows] for m in MODALITIES},
             }
         )
         trials.to_parquet(self.folder / TRIALS_NAME, index=False)

@@ -1,4 +1,4 @@
-"""The submission files of the competition (spec §5) and a validator with the scorer's rules.
+"""The submission files of the competition (docs/submission.md) and a validator with the scorer's rules.
 
 Written into ``out_dir``:
 
@@ -14,6 +14,10 @@ name, ``store.mouse``), ``trial_indices`` (int64), ``prediction`` (list<list<flo
 the mapping passed in (the configured mouse name); a CSV has ``file_name`` (``<id>.npy``) and
 ``predictions``, the full (N, T_eval) array as a JSON list of lists (never pandas' truncated
 printout). T_eval is the store's usable frames of the trial cut by the evaluation window.
+
+The bytes are reproducible: every zip member has a fixed timestamp and mode, and the Parquet
+writer's settings (format version, brotli level, page and row-group sizes, statistics) are
+fixed here, so the same predictions always give the same sha256.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .archive import ZIP_DATE_TIME
 from .atomic import atomic_path
 from .errors import PredictionError, SubmissionError
 from .layout import FINAL_BONUS, FINAL_MAIN, LIVE_BONUS, LIVE_MAIN, TEST_TIERS
@@ -62,6 +67,26 @@ SCHEMA = pa.schema(
 )
 #: Trials per Parquet row group / batch (bounds memory for ~8000 neurons).
 BATCH_TRIALS = 16
+#: Every setting of the Parquet writer that changes its bytes, fixed (pyarrow is pinned).
+PARQUET_OPTIONS: dict[str, object] = {
+    "compression": "brotli",
+    "compression_level": 5,
+    "version": "2.6",
+    "data_page_version": "1.0",
+    "use_dictionary": True,
+    "write_statistics": True,
+    "data_page_size": 1 << 20,
+    "store_schema": True,
+    "write_page_index": False,
+    "write_page_checksum": False,
+}
+#: Expected Arrow types per column, as the validator names them.
+COLUMN_TYPES: dict[str, str] = {
+    "mouse": "string",
+    "trial_indices": "int64 (an integer)",
+    "prediction": "list<list<float32>> (a list of lists of numbers)",
+    "neuron_ids": "list<int64> (a list of integers)",
+}
 #: Problems listed per file in the error message (all are kept on ``error.problems``).
 MAX_LISTED = 20
 _FILE_NAME = re.compile(r"^(\d+)\.npy$")
@@ -187,7 +212,9 @@ def write_submission(
         if "/" in mouse or mouse in ("", ".", ".."):
             raise SubmissionError(out_dir, f"mouse name {mouse!r} cannot be a CSV folder name")
         if preds.mouse != stores[mouse].mouse:
-            raise PredictionError(source, f"predictions of mouse {preds.mouse!r}, store of {stores[mouse].mouse!r}")
+            raise PredictionError(
+                source, f"predictions of mouse {str(preds.mouse)!r}, store of {str(stores[mouse].mouse)!r}"
+            )
     written: list[Path] = []
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".submission-") as scratch:
         scratch = Path(scratch)
@@ -195,7 +222,7 @@ def write_submission(
         csv_root.mkdir()
         for members in ZIPS.values():
             for member, tier in members.items():
-                with pq.ParquetWriter(scratch / member, SCHEMA, compression="brotli") as writer:
+                with pq.ParquetWriter(scratch / member, SCHEMA, **PARQUET_OPTIONS) as writer:
                     for mouse, preds in predictions.items():
                         if not (stores[mouse].trials["tier"] == tier).any():
                             continue  # a tier this mouse lacks: no rows, no CSV
@@ -206,13 +233,23 @@ def write_submission(
             with atomic_path(out_dir / name) as tmp:
                 with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
                     for member in members:
-                        archive.write(scratch / member, arcname=member)
+                        _add_member(archive, scratch / member, member)
             written.append(out_dir / name)
         if csv_fallback:
             with atomic_path(out_dir / CSV_DIR) as tmp:
                 csv_root.rename(tmp)
             written.append(out_dir / CSV_DIR)
     return written
+
+
+def _add_member(archive: zipfile.ZipFile, path: Path, member: str) -> None:
+    """Copy ``path`` into ``archive`` as ``member`` with a fixed timestamp and mode (not the file's)."""
+    info = zipfile.ZipInfo(member, date_time=ZIP_DATE_TIME)
+    info.compress_type = zipfile.ZIP_STORED
+    info.external_attr = 0o644 << 16
+    with open(path, "rb") as src, archive.open(info, "w", force_zip64=True) as dst:
+        while chunk := src.read(1 << 24):
+            dst.write(chunk)
 
 
 # --- validation ---------------------------------------------------------------------------
@@ -277,6 +314,12 @@ def _check_parquet(
         problems.add(label, f"columns {names}, expected exactly {list(COLUMNS)}")
     if any(c not in names for c in COLUMNS):
         return
+    wrong = [c for c in COLUMNS if not _type_ok(c, parquet.schema_arrow.field(c).type)]
+    for column in wrong:
+        found = parquet.schema_arrow.field(column).type
+        problems.add(label, f"column {column!r} holds {_type_name(found)}, expected {COLUMN_TYPES[column]}")
+    if wrong:
+        return
     seen: set[tuple[str, int]] = set()
     for batch in parquet.iter_batches(batch_size=BATCH_TRIALS, columns=list(COLUMNS)):
         mice = batch.column("mouse").to_pylist()
@@ -318,6 +361,31 @@ def _check_parquet(
     missing = sorted(set(expected) - seen)
     if missing:
         problems.add(label, f"{len(missing)} missing (mouse, trial) row(s): {missing[:10]}")
+
+
+def _type_name(t: pa.DataType) -> str:
+    """``list<list<string>>`` rather than Arrow's ``list<element: list<element: string>>``."""
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return f"list<{_type_name(t.value_type)}>"
+    return str(t)
+
+
+def _type_ok(column: str, found: pa.DataType) -> bool:
+    """Whether a column's Arrow type can hold what the scorer reads (numbers of any width)."""
+
+    def listed(t: pa.DataType) -> pa.DataType | None:
+        return t.value_type if pa.types.is_list(t) or pa.types.is_large_list(t) else None
+
+    if column == "mouse":
+        return pa.types.is_string(found) or pa.types.is_large_string(found)
+    if column == "trial_indices":
+        return pa.types.is_integer(found)
+    if column == "neuron_ids":
+        inner = listed(found)
+        return inner is not None and pa.types.is_integer(inner)
+    inner = listed(found)
+    inner = listed(inner) if inner is not None else None
+    return inner is not None and (pa.types.is_floating(inner) or pa.types.is_integer(inner))
 
 
 @contextmanager

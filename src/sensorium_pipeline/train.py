@@ -1,49 +1,55 @@
-"""Train one model config on one fold of the given mice, resumably, the winners' way.
+"""Train one model config on one fold of the given mice, resumably, as the references train.
 
-``train`` is a plain function of its inputs: Poisson loss, AdamW with a linear warm-up per step
-then a per-step cosine decay (or reduce-on-plateau, or constant), an EMA of the weights
-(validated and saved instead of the raw weights when on), CutMix on the video windows, bf16
-autocast on CUDA, gradient accumulation (``batch_size`` windows per micro-batch,
-``grad_accumulation`` micro-batches per optimiser step, each micro-batch of one mouse), early
-stopping on the validation single-trial correlation, and optionally distillation from a
-first-stage teacher (:mod:`distill`).
+``train`` is a plain function of its inputs: Poisson loss on targets clipped at 0 (official
+normalised responses, or raw ones as the 1st-place entry: ``targets``), AdamW with a linear
+warm-up per step then a per-step cosine decay (or reduce-on-plateau, or constant), an EMA of the
+weights (validated and saved instead of the raw weights when on), CutMix per window, bf16
+autocast on CUDA, gradient accumulation, early stopping on the validation single-trial
+correlation (optionally several times, restoring the best weights: the starter kit), and
+optionally distillation from a first-stage teacher (:mod:`distill`). ``batching`` groups a
+step's windows: one mouse per batch, mixed mice through one core pass (the 1st-place entry), or
+one batch of every mouse per optimiser step (the starter kit), each with its reference's loss
+reduction.
 
 After every epoch the whole training state (weights, EMA, optimiser, scheduler, random
 states, best weights, early-stopping counters, metrics so far) is written atomically to
 ``checkpoint_dir/last.pt``; a rerun after an interruption resumes from it and ends exactly
-where an uninterrupted run would (same seed, same device, deterministic ops). The metrics go
-to a CSV, one row per epoch (:data:`METRIC_COLUMNS`), and one plain log line per epoch.
+where an uninterrupted run would (same seed, same device, deterministic ops). A ``last.pt``
+that cannot be read is moved aside and the fold starts afresh. The metrics go to a CSV, one row
+per epoch (:data:`METRIC_COLUMNS`), and one plain log line per epoch.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import os
+import pickle
 import time
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 import yaml
 
 from .atomic import atomic_path, write_text_atomic
-from .cutmix import cutmix
+from .cutmix import CutMixPlan
 from .devices import DEVICES, resolve_device
-from .data import MODES, WindowSampler, WindowSource, load_sources
-from .distill import DistillConfig, Teacher, distillation_loss, other_mice
+from .data import BATCHINGS, MODES, TARGETS, Batch, Windows, WindowSampler, WindowSource, load_sources, released_tiers
+from .distill import DistillConfig, Teacher, other_mice
 from .ema import ModelEma
-from .errors import ConfigError, PathError, StoreError
-from .folds import GROUPINGS, pooled_folds, split_rows
+from .errors import ConfigError, PathError
+from .folds import fold_rows
+from .layout import LABELLED_TIERS, TEST_TIERS, TIERS, VIDEO_HEIGHT, VIDEO_WIDTH
+from .losses import POISSON_EPS, poisson_nll
 from .metrics import corr
 from .models import ModelConfig, MouseMeta, build_model, save_trained
 from .models.config import reject_unknown
-from .phash import phash_groups
 from .predict import predict_windows
-from .store import open_mouse
 
 SCHEDULERS = ("plateau", "cosine", "constant")
 MOUSE_SAMPLING = ("uniform", "trials")
@@ -101,6 +107,26 @@ class TrainConfig:
     loader_workers: int = 0
     #: Model frames between validation windows; ``None`` = half of ``window_frames``.
     val_stride: int | None = None
+    #: What the model is trained to predict (:data:`data.TARGETS`): ``normalized`` (responses x
+    #: the official per-frame precision) or ``raw`` (the recorded responses clipped at 0, as the
+    #: 1st-place entry trained; its predictions are multiplied by the precision when written).
+    targets: str = "normalized"
+    #: How the windows of a step are grouped (:data:`data.BATCHINGS`): ``per_mouse`` (one mouse
+    #: per batch, mean Poisson loss), ``mixed`` (each window's mouse drawn on its own, one core
+    #: pass, the reference's loss: summed over neurons and frames, averaged over windows) or
+    #: ``cycle`` (one batch of every mouse per optimiser step, gradients summed, the starter
+    #: kit's loss: sqrt(training trials / batch) x summed Poisson loss + the model's regulariser).
+    batching: str = "per_mouse"
+    #: When early-stopping patience runs out: how many times it may (training goes on, at the
+    #: plateau-lowered rate, until the last; the starter kit: 4) ...
+    lr_decay_steps: int = 1
+    #: ... and whether the best weights are restored each time it does (the starter kit: true).
+    restore_best: bool = False
+    #: A validation score counts as better only above the best + this (absolute; also the
+    #: plateau scheduler's threshold); ``None`` = any increase, plateau at PyTorch's default.
+    improvement_threshold: float | None = None
+    #: The package's earlier EMA (decay warm-up, buffers copied) instead of the reference's.
+    ema_warmup: bool = False
 
     def __post_init__(self) -> None:
         ints = {
@@ -117,6 +143,7 @@ class TrainConfig:
             "val_batch_size": 1,
             "grad_accumulation": 1,
             "loader_workers": 0,
+            "lr_decay_steps": 1,
         }
         for name, minimum in ints.items():
             _check_int(name, getattr(self, name), minimum)
@@ -138,7 +165,15 @@ class TrainConfig:
             raise ConfigError(f"training.cutmix_prob: expected a number in [0, 1], got {self.cutmix_prob!r}")
         if self.cutmix_prob > 0 and not self.cutmix_alpha > 0:
             raise ConfigError(f"training.cutmix_alpha: expected a positive number, got {self.cutmix_alpha!r}")
-        for name in ("mixed_precision", "deterministic"):
+        if self.targets not in TARGETS:
+            raise ConfigError(f"training.targets: {self.targets!r} is not one of {list(TARGETS)}")
+        if self.batching not in BATCHINGS:
+            raise ConfigError(f"training.batching: {self.batching!r} is not one of {list(BATCHINGS)}")
+        threshold = self.improvement_threshold
+        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int | float)
+                                      or threshold < 0):
+            raise ConfigError(f"training.improvement_threshold: expected a number >= 0 or null, got {threshold!r}")
+        for name in ("mixed_precision", "deterministic", "restore_best", "ema_warmup"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"training.{name}: expected true or false, got {getattr(self, name)!r}")
         if not self.lr > 0:
@@ -187,9 +222,14 @@ def load_model_file(
         raise ConfigError(f"{path}: {exc}") from exc
 
 
-def poisson_loss(prediction: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+def poisson_loss(prediction: torch.Tensor, target: torch.Tensor, eps: float = POISSON_EPS) -> torch.Tensor:
     """Mean Poisson negative log-likelihood (up to a constant) of non-negative targets."""
-    return (prediction - target * torch.log(prediction + eps)).mean()
+    return poisson_nll(prediction, target, eps).mean()
+
+
+def poisson_sum(prediction: torch.Tensor, target: torch.Tensor, eps: float = POISSON_EPS) -> torch.Tensor:
+    """The same, summed over every element (``PoissonNLLLoss(log_input=False)``, reduction sum)."""
+    return poisson_nll(prediction, target, eps).sum()
 
 
 @torch.no_grad()
@@ -204,10 +244,13 @@ def validation_correlation(
     batch_size: int,
     device: torch.device,
     autocast: bool = False,
+    targets: str = "normalized",
 ) -> float:
     """Single-trial correlation on whole validation trials, predicted with the sliding windows
     of prediction (:func:`predict.predict_windows`): per neuron over the trials' frames (from
-    ``skip_first``), mean over neurons, then mean over mice."""
+    ``skip_first``), mean over neurons, then mean over mice. With ``targets="raw"`` both the
+    responses and the predictions are multiplied by the per-frame precision first, so the score
+    is the one the scorer gives the written predictions."""
     scores = []
     for mouse in sorted(rows):
         source, chosen = data[mouse], np.asarray(rows[mouse])
@@ -217,14 +260,17 @@ def validation_correlation(
             model, source, chosen, window_frames=window_frames, stride=stride, batch_size=batch_size,
             device=device, autocast=autocast,
         )
-        targets, predictions = [], []
+        observed, predictions = [], []
         for i, row in enumerate(chosen):
             n = int(source.n_frames[row])
             start = skip_first if n > skip_first else 0
             recorded = source.window([row], [0], n).responses[0].cpu().numpy()
-            targets.append(recorded[start:])
-            predictions.append(predicted[i, start:n])
-        scores.append(float(np.mean(corr(np.concatenate(targets), np.concatenate(predictions)))))
+            values = predicted[i, :n]
+            if targets == "raw":
+                recorded, values = recorded * source.precision[:n], values * source.precision[:n]
+            observed.append(recorded[start:])
+            predictions.append(values[start:])
+        scores.append(float(np.mean(corr(np.concatenate(observed), np.concatenate(predictions)))))
     return float(np.mean(scores)) if scores else float("nan")
 
 
@@ -274,55 +320,333 @@ def _signature(
             **extra}
 
 
-def near_duplicate_groups(
-    store_dirs: Sequence[str | Path], data: Mapping[str, WindowSource], max_distance: int, log: Callable[[str], Any]
-) -> dict[str, np.ndarray] | None:
-    """Perceptual-hash groups of the labelled trials of every mouse, made over the pooled hashes
-    (so a video shown to two mice is one group); ``None`` (exact repeats only) when a store
-    holds no hashes (converted by an older version)."""
-    hashes: dict[str, np.ndarray] = {}
-    for path in store_dirs:
-        store = open_mouse(path)
-        try:
-            values = np.asarray(store.video_phash(), dtype=np.int64)
-        except StoreError as exc:
-            log(f"{path}: no perceptual video hashes ({exc}); folds group exact repeats only")
-            return None
-        by_id = dict(zip(store.trials["trial_id"].tolist(), values.tolist(), strict=True))
-        hashes[store.mouse] = np.array([by_id[t] for t in data[store.mouse].trial_ids.tolist()], dtype=np.int64)
-    names = sorted(hashes)
-    groups = np.asarray(phash_groups(np.concatenate([hashes[m] for m in names]), max_distance))
-    out, start = {}, 0
-    for m in names:
-        out[m] = groups[start : start + len(hashes[m])]
-        start += len(hashes[m])
-    return out
-
-
-def fold_rows(
-    store_dirs: Sequence[str | Path],
-    data: Mapping[str, WindowSource],
-    n_folds: int,
-    seed: int,
-    fold: int,
-    grouping: str,
-    phash_distance: int,
-    log: Callable[[str], Any] = print,
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``(train_rows, validation_rows)`` of every mouse for ``fold``; trials grouped by
-    ``grouping``: ``stimulus`` (exact repeats) or ``phash`` (exact repeats and perceptual-hash
-    neighbours within ``phash_distance`` bits, across mice)."""
-    if grouping not in GROUPINGS:
-        raise ConfigError(f"training.fold_grouping: {grouping!r} is not one of {list(GROUPINGS)}")
-    tables = {m: pd.DataFrame({"tier": d.tiers, "stimulus_group": d.stimulus_groups}) for m, d in data.items()}
-    near = near_duplicate_groups(store_dirs, data, phash_distance, log) if grouping == "phash" else None
-    folds = pooled_folds(tables, n_folds, seed, near)
-    return {m: split_rows(folds[m], fold) for m in sorted(data)}
-
-
 def _autocast(device: torch.device, enabled: bool):
     """bf16 autocast on CUDA only; a no-op context elsewhere."""
     return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+
+
+#: What a checkpoint must hold to be resumed.
+CHECKPOINT_KEYS = frozenset(
+    {"signature", "model", "ema", "optimizer", "scheduler", "sampler", "augment_rng", "torch_rng", "best_state",
+     "state", "history"}
+)
+
+
+#: What ``torch.load`` raises for a damaged file (truncated, bit-flipped, not a checkpoint).
+_DAMAGED = (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, KeyError,
+            AttributeError, TypeError, IndexError, OverflowError)
+
+
+def read_checkpoint(path: Path, log: Callable[[str], Any]) -> dict | None:
+    """The checkpoint at ``path``, or ``None`` when there is none. A file that cannot be read as
+    one (truncated, overwritten, not a checkpoint) is moved aside to ``<name>.corrupt-<time>``
+    with one log line saying so, and ``None`` is returned: the fold starts afresh."""
+    if not path.exists():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(saved, dict):
+            raise ValueError(f"holds a {type(saved).__name__}, not a checkpoint")
+        missing = sorted(CHECKPOINT_KEYS - set(saved))
+        if missing:
+            raise ValueError(f"lacks {missing}")
+        return saved
+    except PermissionError as exc:  # not damage: the file is fine, the job may not read it
+        raise PathError(path, f"cannot be read ({exc.strerror})") from exc
+    except _DAMAGED as exc:
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+        n = 1
+        while aside.exists():
+            aside, n = path.with_name(f"{path.name}.corrupt-{stamp}-{n}"), n + 1
+        os.replace(path, aside)
+        reason = (str(exc).strip().splitlines() or [""])[0][:200]
+        log(f"{path}: corrupt checkpoint ({type(exc).__name__}: {reason}); moved to {aside}; the fold starts afresh")
+        return None
+
+
+def _loss_inputs(
+    groups: Sequence[tuple[Windows, Batch]], plans: Sequence[CutMixPlan]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """The groups' windows concatenated (video, behaviour, pupil centre) and the CutMix of the
+    stacked input that keeps only the own windows of every group, boxes pasted."""
+    sizes = [len(batch) for _, batch in groups]
+
+    def mix(x: torch.Tensor) -> torch.Tensor:
+        parts = torch.split(x, sizes)
+        return torch.cat([plan.inputs(part) for plan, part in zip(plans, parts, strict=True)])
+
+    cat = lambda name: torch.cat([getattr(b, name) for _, b in groups])  # noqa: E731
+    return cat("video"), cat("behavior"), cat("pupil_center"), mix
+
+
+def _penalty(model: torch.nn.Module, cfg: TrainConfig, mouse: str) -> torch.Tensor | float:
+    """The model's regulariser for a batch of ``mouse`` (when it has one) plus the readout L1."""
+    total: torch.Tensor | float = 0.0
+    regularizer = getattr(model, "regularizer", None)
+    if callable(regularizer):
+        total = total + regularizer(mouse)
+    if cfg.readout_l1 > 0:
+        total = total + cfg.readout_l1 * model.readout_l1(mouse)
+    return total
+
+
+@dataclass
+class _StepContext:
+    """What one training micro-batch needs besides its windows."""
+
+    model: torch.nn.Module
+    cfg: TrainConfig
+    skip: int
+    frame_size: tuple[int, int]
+    rng: np.random.Generator
+    mice: list[str]
+    trials: dict[str, int]
+    teacher: Teacher | None
+    distill: DistillConfig
+
+
+def _plans(ctx: _StepContext, groups: Sequence[tuple[Windows, Batch]]) -> list[CutMixPlan]:
+    return [CutMixPlan.draw(w.partners, len(b), *ctx.frame_size, ctx.cfg.cutmix_alpha, ctx.rng) for w, b in groups]
+
+
+def _targets(plan: CutMixPlan, batch: Batch, skip: int) -> torch.Tensor:
+    """Own windows' targets, clipped at 0 (negatives never reach the Poisson loss), CutMixed."""
+    return plan.targets(batch.responses.float().clamp_min(0.0))[:, skip:]
+
+
+def _shared_pass_loss(ctx: _StepContext, groups: Sequence[tuple[Windows, Batch]]) -> torch.Tensor:
+    """Loss of one micro-batch through one core pass (``per_mouse`` and ``mixed`` batching)."""
+    model, cfg, skip = ctx.model, ctx.cfg, ctx.skip
+    plans = _plans(ctx, groups)
+    video, behavior, pupil, mix = _loss_inputs(groups, plans)
+    features = model.encode(video, behavior, pupil, mix)
+    own = [plan.n_own for plan in plans]
+    shift_pupil = torch.cat([plan.targets(b.pupil_center) for plan, (_, b) in zip(plans, groups, strict=True)])
+    feats, pupils = torch.split(features, own), torch.split(shift_pupil, own)
+    targets = [_targets(plan, b, skip) for plan, (_, b) in zip(plans, groups, strict=True)]
+    names = [w.mouse for w, _ in groups]
+    total_windows = sum(own)
+    distilled = []
+    if ctx.teacher is not None:
+        distilled = other_mice(ctx.teacher, ctx.mice, names[0] if cfg.batching == "per_mouse" else None,
+                               ctx.distill, ctx.rng)
+    if cfg.batching == "per_mouse":
+        (mouse,) = names
+        out = model.decode(features, mouse, shift_pupil).float()
+        loss = poisson_loss(out[:, skip:], targets[0])
+        if distilled:
+            teacher = ctx.teacher.predict(video, behavior, pupil, distilled, mix, shift_pupil)
+            parts = [poisson_loss(model.decode(features, m, shift_pupil).float()[:, skip:], teacher[m][:, skip:])
+                     for m in distilled]
+            w = ctx.distill.weight
+            loss = (1.0 - w) * loss + w * torch.stack(parts).mean()
+        return loss + _penalty(model, cfg, mouse)
+    # mixed: every target's Poisson loss summed over neurons and frames, weighted per window
+    own_sum = sum(poisson_sum(model.decode(f, m, p).float()[:, skip:], t)
+                  for f, m, p, t in zip(feats, names, pupils, targets, strict=True))
+    loss = own_sum / total_windows
+    if distilled:
+        teacher = ctx.teacher.predict(video, behavior, pupil, distilled, mix, shift_pupil)
+        owner = np.repeat(np.array(names, dtype=object), own)
+        distilled_sum, pairs = 0.0, 0
+        for m in distilled:
+            keep = torch.from_numpy(owner != m).to(features.device)
+            count = int(keep.sum())
+            if count:
+                out = model.decode(features[keep], m, shift_pupil[keep]).float()
+                distilled_sum = distilled_sum + poisson_sum(out[:, skip:], teacher[m][keep][:, skip:])
+                pairs += count
+        if pairs:
+            w = ctx.distill.weight
+            loss = (1.0 - w) * own_sum / total_windows + w * distilled_sum / pairs
+    penalty = sum(len(t) / total_windows * _penalty(model, cfg, m) for m, t in zip(names, targets, strict=True))
+    return loss + penalty
+
+
+def _micro_batch(ctx: _StepContext, groups: Sequence[tuple[Windows, Batch]], device: torch.device) -> float:
+    """Forward and backward of one micro-batch; returns its loss."""
+    cfg = ctx.cfg
+    if cfg.batching != "cycle":
+        with _autocast(device, cfg.mixed_precision):
+            loss = _shared_pass_loss(ctx, groups)
+        (loss / cfg.grad_accumulation).backward()
+        return float(loss.detach())
+    # cycle: one forward and backward per mouse, gradients summed (the starter kit)
+    total = 0.0
+    for windows, batch in groups:
+        (plan,) = _plans(ctx, [(windows, batch)])
+        with _autocast(device, cfg.mixed_precision):
+            video, behavior, pupil, mix = _loss_inputs([(windows, batch)], [plan])
+            features = ctx.model.encode(video, behavior, pupil, mix)
+            out = ctx.model.decode(features, windows.mouse, plan.targets(batch.pupil_center)).float()
+            scale = float(np.sqrt(ctx.trials[windows.mouse] / plan.n_own))
+            loss = scale * poisson_sum(out[:, ctx.skip :], _targets(plan, batch, ctx.skip))
+            loss = loss + _penalty(ctx.model, cfg, windows.mouse)
+        (loss / cfg.grad_accumulation).backward()
+        total += float(loss.detach())
+    return total
+
+
+@dataclass
+class _Run:
+    """One fold's training objects and the counters a checkpoint carries between runs."""
+
+    model: torch.nn.Module
+    ema: ModelEma | None
+    optimizer: torch.optim.Optimizer
+    plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None
+    sampler: WindowSampler
+    augment_rng: np.random.Generator
+    device: torch.device
+    signature: dict
+    best_state: dict[str, torch.Tensor]
+    state: dict[str, Any] = field(
+        default_factory=lambda: {"epoch": 0, "best_score": -np.inf, "best_epoch": -1, "bad_epochs": 0, "decays": 0,
+                                 "done": False}
+    )
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The weights validated and saved: the EMA's when on, else the model's."""
+        return self.ema.module if self.ema is not None else self.model
+
+
+def _weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def _save_checkpoint(path: Path, run: _Run) -> None:
+    """The whole training state, atomically: a rerun resumes from exactly here."""
+    device = run.device
+    with atomic_path(path) as tmp:
+        torch.save(
+            {
+                "signature": run.signature,
+                "model": run.model.state_dict(),
+                "ema": None if run.ema is None else run.ema.state_dict(),
+                "optimizer": run.optimizer.state_dict(),
+                "scheduler": None if run.plateau is None else run.plateau.state_dict(),
+                "sampler": run.sampler.state(),
+                "augment_rng": run.augment_rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "best_state": run.best_state,
+                "state": run.state,
+                "history": run.history,
+            },
+            tmp,
+        )
+
+
+def _restore_checkpoint(run: _Run, saved: Mapping[str, Any], path: Path) -> None:
+    """Put a checkpoint written by :func:`_save_checkpoint` back into ``run``; one of another
+    config or fold is refused."""
+    if saved.get("signature") != run.signature:
+        raise PathError(path, "holds a checkpoint of another model/training config or fold; "
+                        "delete it or use another checkpoint folder")
+    run.model.load_state_dict(saved["model"])
+    if run.ema is not None:
+        run.ema.load_state_dict(saved["ema"])
+    run.optimizer.load_state_dict(saved["optimizer"])
+    if run.plateau is not None:
+        run.plateau.load_state_dict(saved["scheduler"])
+    run.sampler.set_state(saved["sampler"])
+    run.augment_rng.bit_generator.state = saved["augment_rng"]
+    torch.set_rng_state(saved["torch_rng"])
+    if run.device.type == "cuda" and saved.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(saved["cuda_rng"], run.device)
+    run.best_state, run.state, run.history = saved["best_state"], saved["state"], saved["history"]
+
+
+def _train_epoch(run: _Run, ctx: _StepContext, cfg: TrainConfig, epoch: int) -> list[float]:
+    """The optimiser steps of one epoch; returns each step's loss."""
+    model, optimizer, device = run.model, run.optimizer, run.device
+    model.train()
+    losses = []
+    # the epoch's windows are drawn up front (the same for any number of loader workers)
+    steps = iter(run.sampler.steps(cfg.batches_per_epoch * cfg.grad_accumulation, device=device,
+                                   workers=cfg.loader_workers))
+    for step in range(cfg.batches_per_epoch):
+        lr = lr_at(cfg, epoch * cfg.batches_per_epoch + step)
+        if lr is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for _ in range(cfg.grad_accumulation):
+            total += _micro_batch(ctx, next(steps), device) / cfg.grad_accumulation
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        if run.ema is not None:
+            run.ema.update(model)
+        losses.append(total)
+    return losses
+
+
+def _validate(run: _Run, data: Mapping[str, WindowSource], rows: Mapping[str, np.ndarray], cfg: TrainConfig) -> float:
+    """The validation single-trial correlation of the evaluated weights."""
+    return validation_correlation(
+        run.evaluated, data, rows, skip_first=cfg.val_skip_first, window_frames=cfg.window_frames,
+        stride=cfg.val_stride or max(1, cfg.window_frames // 2), batch_size=cfg.val_batch_size, device=run.device,
+        autocast=cfg.mixed_precision, targets=cfg.targets,
+    )
+
+
+def _early_stopping(run: _Run, cfg: TrainConfig, epoch: int, score: float) -> str:
+    """Record ``score``: keep the best weights, count the epochs without progress, and when the
+    patience runs out either stop or (``lr_decay_steps``) go on, restoring the best weights if
+    asked. Returns what the epoch's log line adds (empty when nothing happened)."""
+    state = run.state
+    threshold = cfg.improvement_threshold or 0.0
+    if score > state["best_score"] + threshold:
+        state.update(best_score=score, best_epoch=epoch, bad_epochs=0)
+        run.best_state = _weights(run.evaluated)
+    else:
+        state["bad_epochs"] += 1
+    if state["bad_epochs"] < cfg.patience:
+        return ""
+    state["decays"] = state.get("decays", 0) + 1
+    if state["decays"] >= cfg.lr_decay_steps:
+        state["done"] = True
+        return " - stopping early"
+    state["bad_epochs"] = 0
+    if not cfg.restore_best:
+        return f" - patience ran out ({state['decays']}/{cfg.lr_decay_steps})"
+    run.model.load_state_dict(run.best_state)
+    if run.ema is not None:
+        run.ema.module.load_state_dict(run.best_state)
+    return f" - patience ran out ({state['decays']}/{cfg.lr_decay_steps}), best weights restored"
+
+
+def _optimizer(
+    model: torch.nn.Module, cfg: TrainConfig
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau | None]:
+    """AdamW, and the reduce-on-plateau scheduler when ``scheduler`` is ``plateau`` (the other
+    schedules are set per step by :func:`lr_at`)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.scheduler != "plateau":
+        return optimizer, None
+    threshold = {} if cfg.improvement_threshold is None else {
+        "threshold": cfg.improvement_threshold, "threshold_mode": "abs"}
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr,
+        **threshold,
+    )
+    return optimizer, plateau
+
+
+def _loss_skip(model: torch.nn.Module, cfg: TrainConfig) -> int:
+    """First frames of each window left out of the loss."""
+    skip = cfg.loss_skip_frames
+    if skip is None:  # the model contract: skip the context unless the window is within the reach
+        reach = model.context_frames + getattr(model, "lookahead_frames", 0)
+        skip = model.context_frames if reach < cfg.window_frames else 0
+    if skip >= cfg.window_frames:
+        raise ConfigError(f"training.window_frames: {cfg.window_frames} must exceed the {skip} frames left out of the loss")
+    return skip
 
 
 def train(
@@ -340,17 +664,24 @@ def train(
     phash_distance: int = 8,
     teachers: Sequence[str | Path] = (),
     distillation: DistillConfig | None = None,
-    on_epoch_end: Callable[[int, dict], Any] | None = None,
+    labelled_tiers: Sequence[str] = LABELLED_TIERS,
 ) -> dict:
     """Train ``model_config`` on fold ``fold`` of ``n_folds`` of the mice of ``store_dirs``;
     returns a summary.
 
-    Fold ``k`` validates on the labelled trials of fold ``k`` (grouped by ``fold_grouping``,
-    see :func:`fold_rows`) of every mouse and trains on the rest. ``teachers`` (first-stage
-    model files of the same fold) switch distillation on. ``on_epoch_end(epoch, metrics)`` is
-    called after each epoch's checkpoint is written (tests interrupt training with it).
+    Fold ``k`` validates on the trials of fold ``k`` (grouped by ``fold_grouping``, see
+    :func:`folds.fold_rows`) of every mouse and trains on the rest, over the ``labelled_tiers``
+    whose responses each archive releases (withheld, all-zero tiers are left out). ``teachers``
+    (first-stage model files of the same fold) switch distillation on. Each epoch's log line is
+    written after its checkpoint.
     """
     cfg = train_config
+    unknown = sorted(set(labelled_tiers) - set(TIERS))
+    if unknown or not labelled_tiers:
+        raise ConfigError(f"training.labelled_tiers: {list(labelled_tiers)} must be some of {list(TIERS)}")
+    labelled_tiers = [t for t in TIERS if t in set(labelled_tiers)]
+    if teachers and cfg.batching == "cycle":
+        raise ConfigError("training.batching: cycle does not distil; use per_mouse or mixed for a distillation stage")
     torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     if cfg.deterministic:
@@ -358,12 +689,19 @@ def train(
         torch.backends.cudnn.benchmark = False
     out_model, out_metrics_csv, checkpoint_dir = Path(out_model), Path(out_metrics_csv), Path(checkpoint_dir)
 
-    data = load_sources(store_dirs, mode=cfg.data_mode, device=device, log=log)
+    inputs = getattr(model_config, "inputs", "official")
+    tested = [t for t in labelled_tiers if t in TEST_TIERS]
+    if tested:
+        log(f"training on the test tiers {tested} where an archive releases them: their local scores are not held out")
+    data = load_sources(
+        store_dirs, lambda store: released_tiers(store, labelled_tiers, log=log), mode=cfg.data_mode, device=device,
+        log=log, inputs=inputs, targets=cfg.targets,
+    )
     mice = sorted(data)
     train_rows: dict[str, np.ndarray] = {}
     val_rows: dict[str, np.ndarray] = {}
     for mouse, (train_r, val_r) in fold_rows(
-        store_dirs, data, n_folds, cfg.seed, fold, fold_grouping, phash_distance, log
+        store_dirs, data, n_folds, cfg.seed, fold, fold_grouping, phash_distance, log, tiers=labelled_tiers
     ).items():
         train_rows[mouse], val_rows[mouse] = train_r, _validation_subset(val_r, cfg.val_max_trials)
         log(f"{mouse}: {len(train_r)} training trials, {len(val_rows[mouse])} validation trials (fold {fold})")
@@ -380,107 +718,52 @@ def train(
     model_seed, sampler_seed, augment_seed = _seeds(cfg.seed, fold)
     torch.manual_seed(model_seed)
     model = build_model(model_config, metas).to(device)
-    ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    skip = cfg.loss_skip_frames
-    if skip is None:  # the model contract: skip the context unless the window is within the reach
-        reach = model.context_frames + getattr(model, "lookahead_frames", 0)
-        skip = model.context_frames if reach < cfg.window_frames else 0
-    if skip >= cfg.window_frames:
-        raise ConfigError(f"training.window_frames: {cfg.window_frames} must exceed the {skip} frames left out of the loss")
+    ema = ModelEma(model, cfg.ema_decay, warmup=cfg.ema_warmup) if cfg.ema_decay > 0 else None
+    skip = _loss_skip(model, cfg)
     sampler = WindowSampler(
         data, train_rows, cfg.window_frames, cfg.batch_size, sampler_seed,
-        frame_step=getattr(model, "frame_step", 1), mouse_weights=cfg.mouse_sampling,
+        frame_step=getattr(model, "frame_step", 1), mouse_weights=cfg.mouse_sampling, batching=cfg.batching,
+        cutmix_prob=cfg.cutmix_prob,
     )
     augment_rng = np.random.default_rng(augment_seed)
     teacher = Teacher(teachers, device) if teachers else None
     distill = distillation or DistillConfig()
     if teacher is not None:
+        if teacher.target_kind != cfg.targets:
+            raise ConfigError(f"distillation: the teachers {teacher.paths} were trained on {teacher.target_kind} "
+                              f"targets, this stage trains on {cfg.targets} (training.targets must match)")
         log(f"distilling from {teacher.paths} (weight {distill.weight}) into the readouts of {teacher.mice}")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    plateau = None
-    if cfg.scheduler == "plateau":
-        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr
-        )
+    optimizer, plateau = _optimizer(model, cfg)
+    ctx = _StepContext(
+        model=model, cfg=cfg, skip=skip,
+        frame_size=model.inputs.output_size(VIDEO_HEIGHT, VIDEO_WIDTH), rng=augment_rng, mice=mice,
+        trials={m: len(r) for m, r in train_rows.items()}, teacher=teacher, distill=distill,
+    )
 
     extra = {"fold_grouping": fold_grouping, "phash_distance": phash_distance if fold_grouping == "phash" else None,
-             "teachers": [str(p) for p in teachers], "distillation": distill.to_dict() if teacher else None}
-    signature = _signature(model_config, cfg, fold, n_folds, mice, extra)
-    state: dict[str, Any] = {"epoch": 0, "best_score": -np.inf, "best_epoch": -1, "bad_epochs": 0, "done": False}
-    history: list[dict] = []
-    evaluated = ema.module if ema is not None else model
-    best_state = {k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()}
+             "teachers": [str(p) for p in teachers], "distillation": distill.to_dict() if teacher else None,
+             "labelled_tiers": labelled_tiers}
+    run = _Run(
+        model=model, ema=ema, optimizer=optimizer, plateau=plateau, sampler=sampler, augment_rng=augment_rng,
+        device=device, signature=_signature(model_config, cfg, fold, n_folds, mice, extra),
+        best_state=_weights(ema.module if ema is not None else model),
+    )
     checkpoint = checkpoint_dir / CHECKPOINT_NAME
-    if checkpoint.exists():
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        if saved.get("signature") != signature:
-            raise PathError(checkpoint, "holds a checkpoint of another model/training config or fold; "
-                            "delete it or use another checkpoint folder")
-        model.load_state_dict(saved["model"])
-        if ema is not None:
-            ema.load_state_dict(saved["ema"])
-        optimizer.load_state_dict(saved["optimizer"])
-        if plateau is not None:
-            plateau.load_state_dict(saved["scheduler"])
-        sampler.set_state(saved["sampler"])
-        augment_rng.bit_generator.state = saved["augment_rng"]
-        torch.set_rng_state(saved["torch_rng"])
-        if device.type == "cuda" and saved.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(saved["cuda_rng"], device)
-        best_state, state, history = saved["best_state"], saved["state"], saved["history"]
-        log(f"resumed from {checkpoint} after epoch {state['epoch']} (best {state['best_score']:.4f})")
+    saved = read_checkpoint(checkpoint, log)
+    if saved is not None:
+        _restore_checkpoint(run, saved, checkpoint)
+        log(f"resumed from {checkpoint} after epoch {run.state['epoch']} (best {run.state['best_score']:.4f})")
 
-    while not state["done"] and state["epoch"] < cfg.max_epochs:
-        epoch = state["epoch"]
+    while not run.state["done"] and run.state["epoch"] < cfg.max_epochs:
+        epoch = run.state["epoch"]
         started = time.perf_counter()
-        model.train()
-        losses = []
-        # the epoch's windows are drawn up front (the same for any number of loader workers)
-        batches = iter(sampler.batches(cfg.batches_per_epoch * cfg.grad_accumulation, device=device,
-                                       workers=cfg.loader_workers))
-        for step in range(cfg.batches_per_epoch):
-            global_step = epoch * cfg.batches_per_epoch + step
-            lr = lr_at(cfg, global_step)
-            if lr is not None:
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-            optimizer.zero_grad(set_to_none=True)
-            total = 0.0
-            for _ in range(cfg.grad_accumulation):
-                batch = cutmix(next(batches), augment_rng, cfg.cutmix_alpha, cfg.cutmix_prob)
-                with _autocast(device, cfg.mixed_precision):
-                    output = model(batch.video, batch.behavior, batch.pupil_center, batch.mouse).float()
-                    loss = poisson_loss(output[:, skip:], batch.responses[:, skip:])
-                    if teacher is not None:
-                        others = other_mice(teacher, mice, batch.mouse, distill, augment_rng)
-                        if others:
-                            distilled = distillation_loss(model, teacher, batch, others, poisson_loss, skip)
-                            loss = (1.0 - distill.weight) * loss + distill.weight * distilled
-                    if cfg.readout_l1 > 0:
-                        loss = loss + cfg.readout_l1 * model.readout_l1(batch.mouse)
-                (loss / cfg.grad_accumulation).backward()
-                total += float(loss.detach()) / cfg.grad_accumulation
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            if ema is not None:
-                ema.update(model)
-            losses.append(total)
-        score = validation_correlation(
-            evaluated, data, val_rows, skip_first=cfg.val_skip_first, window_frames=cfg.window_frames,
-            stride=cfg.val_stride or max(1, cfg.window_frames // 2), batch_size=cfg.val_batch_size, device=device,
-            autocast=cfg.mixed_precision,
-        )
+        losses = _train_epoch(run, ctx, cfg, epoch)
+        score = _validate(run, data, val_rows, cfg)
         lr = optimizer.param_groups[0]["lr"]
         if plateau is not None and epoch + 1 >= cfg.warmup_epochs:
             plateau.step(score)
-        if score > state["best_score"]:
-            state.update(best_score=score, best_epoch=epoch, bad_epochs=0)
-            best_state = {k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()}
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"] = epoch + 1
-        state["done"] = state["bad_epochs"] >= cfg.patience
+        note = _early_stopping(run, cfg, epoch, score)
+        run.state["epoch"] = epoch + 1
         row = {
             "epoch": epoch,
             "step": (epoch + 1) * cfg.batches_per_epoch,
@@ -489,44 +772,25 @@ def train(
             "val_correlation": score,
             "seconds": round(time.perf_counter() - started, 3),
         }
-        history.append(row)
-        with atomic_path(checkpoint) as tmp:
-            torch.save(
-                {
-                    "signature": signature,
-                    "model": model.state_dict(),
-                    "ema": None if ema is None else ema.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": None if plateau is None else plateau.state_dict(),
-                    "sampler": sampler.state(),
-                    "augment_rng": augment_rng.bit_generator.state,
-                    "torch_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                    "best_state": best_state,
-                    "state": state,
-                    "history": history,
-                },
-                tmp,
-            )
-        _write_metrics(out_metrics_csv, history)
+        run.history.append(row)
+        _save_checkpoint(checkpoint, run)
+        _write_metrics(out_metrics_csv, run.history)
         log(
             f"epoch {epoch + 1}/{cfg.max_epochs} step {row['step']}: loss {row['train_loss']:.4f} "
-            f"val corr {score:.4f} (best {state['best_score']:.4f}) lr {lr:.2e} {row['seconds']:.1f}s"
-            + (" - stopping early" if state["done"] else "")
+            f"val corr {score:.4f} (best {run.state['best_score']:.4f}) lr {lr:.2e} {row['seconds']:.1f}s" + note
         )
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, row)
 
-    if not history:
+    if not run.history:
         raise ConfigError("training.max_epochs: no epoch was trained")
-    _write_metrics(out_metrics_csv, history)
-    evaluated.load_state_dict(best_state)
+    _write_metrics(out_metrics_csv, run.history)
+    evaluated = run.evaluated
+    evaluated.load_state_dict(run.best_state)
     summary = {
         "fold": fold,
         "n_folds": n_folds,
-        "best_epoch": int(state["best_epoch"]),
-        "best_val_correlation": float(state["best_score"]),
-        "epochs": int(state["epoch"]),
+        "best_epoch": int(run.state["best_epoch"]),
+        "best_val_correlation": float(run.state["best_score"]),
+        "epochs": int(run.state["epoch"]),
         "device": device.type,
         "stage": 2 if teacher is not None else 1,
     }
@@ -535,6 +799,6 @@ def train(
         evaluated,
         model_config,
         metas,
-        {"training": cfg.to_dict(), "fold_grouping": fold_grouping, **summary},
+        {"training": cfg.to_dict(), "fold_grouping": fold_grouping, "labelled_tiers": labelled_tiers, **summary},
     )
     return summary

@@ -16,17 +16,41 @@ sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
 from sensorium_pipeline import __version__ as CODE_VERSION  # noqa: E402  (a code change re-runs the rules that use it)
 from sensorium_pipeline.download import local_path  # noqa: E402
 from sensorium_pipeline.deeplake_url import dataset_path, is_deeplake_url, is_retired_url, retired_error  # noqa: E402
+from sensorium_pipeline.errors import ConfigError  # noqa: E402
+# imports torch: the model YAMLs are checked with the typed configs the train job uses
+from sensorium_pipeline.train import load_model_file  # noqa: E402
 
 MICE = [m["name"] for m in config["mice"]]
 MOUSE = {m["name"]: m for m in config["mice"]}
 if len(set(MICE)) != len(MICE):
     raise ValueError(f"config 'mice': duplicate names in {MICE}")
-MODELS = list(config["models"])
+# A model entry is a config name (config/models/<name>.yaml, trained here) or a mapping
+# {name, weights, mice, stage}: a model imported from the 1st-place team's published weights
+# (<weights>/fold_<k>/), predicted and ensembled like a trained one, with no train job.
+MODEL_ENTRIES = [{"name": e} if isinstance(e, str) else dict(e) for e in config["models"]]
+MODELS = [e["name"] for e in MODEL_ENTRIES]
+if len(set(MODELS)) != len(MODELS):
+    raise ValueError(f"config 'models': duplicate names in {MODELS}")
+IMPORTED = {e["name"]: e for e in MODEL_ENTRIES if "weights" in e}
+TRAINED_MODELS = [m for m in MODELS if m not in IMPORTED]
 N_FOLDS = config["training"]["n_folds"]
 FOLDS = config["training"]["folds"] if config["training"]["folds"] is not None else list(range(N_FOLDS))
 for _fold in FOLDS:
     if _fold >= N_FOLDS:
         raise ValueError(f"config 'training.folds': fold {_fold} is not below n_folds={N_FOLDS}")
+# Each model YAML is read as the train job reads it (typed model and training configs, with the
+# workflow's seed, threads and device), so a typo fails here, at `snakemake -n`, naming file and key.
+# (Imported models have no file: their architecture comes from their checkpoints.)
+for _model in TRAINED_MODELS:
+    try:
+        load_model_file(
+            Path(config["model_dir"]) / f"{_model}.yaml",
+            seed=config["training"]["seed"],
+            threads=config["training"]["threads"],
+            device=config["training"]["device"],
+        )
+    except ConfigError as _exc:
+        raise ValueError(f"config 'models', {_model}: {_exc}") from None
 ENSEMBLE_MODELS = config["ensemble"]["models"] or MODELS
 for _model in ENSEMBLE_MODELS:
     if _model not in MODELS:
@@ -43,8 +67,10 @@ DEEPLAKE_MICE_PATTERN = "|".join(map(re.escape, DEEPLAKE_MICE)) or "(?!)"
 SCOPE = config["training"]["scope"]
 DISTILLATION = config["training"]["distillation"]
 DISTILLED_SUFFIX = "-distilled"
-DISTILLED_MODELS = (DISTILLATION["models"] or MODELS) if DISTILLATION["enabled"] else []
+DISTILLED_MODELS = (DISTILLATION["models"] or TRAINED_MODELS) if DISTILLATION["enabled"] else []
 for _model in DISTILLED_MODELS:
+    if _model in IMPORTED:
+        raise ValueError(f"config 'training.distillation.models': {_model!r} is imported from weights, not trained")
     if _model not in MODELS:
         raise ValueError(f"config 'training.distillation.models': {_model!r} is not among 'models' {MODELS}")
 if DISTILLED_MODELS and SCOPE != "shared":
@@ -63,7 +89,25 @@ def run_model(run):
 
 
 def run_stage(run):
+    if run in IMPORTED:
+        return int(IMPORTED[run].get("stage", 1))
     return 2 if run_model(run) != run else 1
+
+
+def imported_mice(run):
+    """The mouse of each readout of an imported model, in order (default: the reference's ten)."""
+    from sensorium_pipeline.models.import_weights import REFERENCE_MICE
+
+    return list(IMPORTED[run].get("mice") or REFERENCE_MICE)
+
+
+for _run in IMPORTED:
+    _missing = [m for m in imported_mice(_run) if m not in MICE] + [m for m in MICE if m not in imported_mice(_run)]
+    if _missing:
+        raise ValueError(
+            f"config 'models', {_run}: the imported model's mice and config 'mice' differ ({_missing[0]!r}); "
+            "list every mouse of its readouts under 'mice' (set the model's 'mice' for another readout order)"
+        )
 
 
 def train_unit(run, mouse=None):
@@ -72,7 +116,8 @@ def train_unit(run, mouse=None):
 
 
 # One training job per (unit x fold): units are the runs (shared) or (run, mouse) pairs (per_mouse).
-TRAIN_UNITS = [run for run in RUNS] if SCOPE == "shared" else [train_unit(run, m) for run in RUNS for m in MICE]
+TRAINED_RUNS = [run for run in RUNS if run not in IMPORTED]
+TRAIN_UNITS = list(TRAINED_RUNS) if SCOPE == "shared" else [train_unit(run, m) for run in TRAINED_RUNS for m in MICE]
 ENSEMBLE_RUNS = [
     run for run in RUNS if run_model(run) in ENSEMBLE_MODELS and run_stage(run) in ENSEMBLE_STAGES
 ]
@@ -84,7 +129,8 @@ wildcard_constraints:
     mouse="|".join(map(re.escape, MICE)),
     model="|".join(map(re.escape, MODELS)),
     run="|".join(map(re.escape, RUNS)),
-    unit="|".join(map(re.escape, TRAIN_UNITS)),
+    unit="|".join(map(re.escape, TRAIN_UNITS)) or "(?!)",
+    imported="|".join(map(re.escape, IMPORTED)) or "(?!)",
     fold="|".join(str(f) for f in FOLDS),
     entry="|".join(map(re.escape, ENTRIES + ["ensemble"])),
 
@@ -100,8 +146,19 @@ def unit_mice(unit):
 
 
 def model_file(run, fold, mouse):
-    """The trained model that predicts ``mouse`` in ``run`` and ``fold``."""
+    """The trained (or imported) model that predicts ``mouse`` in ``run`` and ``fold``."""
+    if run in IMPORTED:
+        return f"results/models/{run}/fold{fold}/model.pt"
     return f"results/models/{train_unit(run, mouse)}/fold{fold}/model.pt"
+
+
+def imported_weights(wildcards):
+    """The fold's checkpoint folder of an imported model and the stores of its mice."""
+    weights = Path(IMPORTED[wildcards.imported]["weights"])
+    return {
+        "weights": str(weights / f"fold_{wildcards.fold}"),
+        "stores": expand("results/data/{mouse}", mouse=imported_mice(wildcards.imported)),
+    }
 
 
 def train_inputs(wildcards):
@@ -117,20 +174,11 @@ def train_inputs(wildcards):
     return inputs
 
 
-def model_config_file(wildcards):
-    return str(Path(config["model_dir"]) / f"{run_model(wildcards.run)}.yaml")
-
-
 def model_config_digest(model):
     """Short hash of a model config: checkpoints of another config are never resumed."""
     text = (Path(config["model_dir"]) / f"{run_model(model)}.yaml").read_bytes()
     payload = text + json.dumps(config["training"], sort_keys=True).encode()
     return hashlib.sha256(payload).hexdigest()[:12]
-
-
-def training_metrics():
-    """Every training job's per-epoch metrics CSV, keyed by a label (``<unit> fold <k>``)."""
-    return {f"{unit} fold {fold}": f"results/models/{unit}/fold{fold}/metrics.csv" for unit in TRAIN_UNITS for fold in FOLDS}
 
 
 def simulation_settings(mouse):

@@ -133,7 +133,7 @@ rule report_traces:
 rule report_software:
     input:
         envs=[str(ENVS_DIR / f"{name}.yaml") for name in ("data", "torch", "report")],
-        models=[str(Path(config["model_dir"]) / f"{model}.yaml") for model in MODELS],
+        models=[str(Path(config["model_dir"]) / f"{model}.yaml") for model in TRAINED_MODELS],
     output:
         page=report(
             "results/report/software.html",

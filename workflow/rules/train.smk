@@ -28,3 +28,28 @@ rule train:
         "../../envs/torch.yaml"
     script:
         "../../scripts/train.py"
+
+
+# A model of config 'models' given as {name, weights}: its folds come from published weights
+# (the 1st-place team's checkpoints, <weights>/fold_<k>/model-<epoch>-<score>.pth), imported
+# as model.pt files that predict reads like trained ones.
+rule import_weights:
+    input:
+        unpack(imported_weights),
+    output:
+        model="results/models/{imported}/fold{fold}/model.pt",
+    params:
+        code_version=CODE_VERSION,
+        experiment=lambda wildcards: IMPORTED[wildcards.imported]["weights"],
+        mice=lambda wildcards: imported_mice(wildcards.imported),
+    log:
+        "results/logs/import_weights/{imported}/fold{fold}.log",
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../../scripts/import_weights.py"

@@ -12,7 +12,8 @@ The contract every model honours (train.py, predict.py and data.py rely on it)
 ------------------------------------------------------------------------------
 
 1. ``model(video, behavior, pupil_center, mouse) -> (B, L, N_mouse)``, all outputs > 0.
-   Inputs are time-first in the official normalisation: ``video (B, L, 36, 64)``,
+   Inputs are time-first, in the official normalisation (``model.inputs: official``) or as
+   recorded (``raw``: grey levels, raw behaviour and pupil centre): ``video (B, L, 36, 64)``,
    ``behavior (B, L, 2)`` (pupil dilation, running speed), ``pupil_center (B, L, 2)``, float32
    (or under autocast); ``mouse`` is one of ``model.mice``. One mouse per batch.
 2. Frame step. ``s = model.frame_step`` (config key ``model.frame_step``, default 1). The L
@@ -29,19 +30,20 @@ The contract every model honours (train.py, predict.py and data.py rely on it)
    trial's first frame or ends at its last). ``model.causal`` is ``a == 0``.
    factorized3d: c = sum(temporal_kernel - 1), a = 0. gru2d: a = 0 and c is the configured
    burn-in (a GRU's memory has no hard limit; its state starts at zero in every window).
-   dwiseneuro: c = a = blocks x (temporal_kernel // 2) (18 for the winners' size).
+   dwiseneuro: c = a = ``WHOLE_WINDOW`` (its squeeze-and-excitation averages over the whole
+   window, so every output depends on every frame of it).
 4. Training loss: skip the first c outputs of a window (``training.loss_skip_frames``
    defaults to c) -- except when the window is shorter than the reach (``c + a >= L``, as
-   DwiseNeuro's 16-frame windows), where every output sees padding anyway: train on all L
-   outputs, as the winners did. Configs of such models set ``training.loss_skip_frames: 0``.
+   DwiseNeuro), where every output sees padding anyway: train on all L outputs, as the
+   winners did. Configs of such models set ``training.loss_skip_frames: 0``.
 5. Prediction with overlapping windows must cover every trial frame: for each phase
    ``r in range(s)``, slide windows of L model frames over the frames ``r, r + s, r + 2s,
    ...`` (the last window ending at that phase's last usable frame); every frame then lies in
    at least one window. Average, per frame, the outputs of the windows in which it sits at
    a "full" position (``c <= i <= L - 1 - a``, or the window touches the trial's first /
    last frame on that side); a frame no window sees at a full position (always the case
-   for DwiseNeuro's short windows) takes the plain mean over all windows that cover it --
-   the winners' averaging. Predict with the training window length: position encodings
+   for DwiseNeuro) takes the plain mean over all windows that cover it -- the winners'
+   averaging, over every window offset with the default stride of 1 for such models. Predict with the training window length: position encodings
    (DwiseNeuro) and the GRU burn-in make outputs depend on the position in the window.
 6. ``model.readout_l1(mouse)`` is a sparsity penalty of that mouse's readout (a tensor).
    ``model.n_neurons(mouse)``, ``model.mice``. Training-only randomness (dropout,

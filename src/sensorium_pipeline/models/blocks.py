@@ -34,7 +34,7 @@ class DropPath(nn.Module):
 
 def cyclic_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     """``x`` with its channels (dim 1) repeated cyclically (or cut) to ``channels``: the
-    parameter-free shortcut when a block changes width."""
+    shortcut's channel change when a block widens (no weights)."""
     have = x.shape[1]
     if have == channels:
         return x
@@ -43,18 +43,20 @@ def cyclic_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     return x[:, :channels]
 
 
-class Shortcut(nn.Module):
-    """Parameter-free residual shortcut: nearest-neighbour resize when the spatial size
-    changes, cyclic channel repeat when the width changes, identity otherwise."""
+class NormedShortcut(nn.Module):
+    """Residual shortcut without weights to learn but a batch norm: nearest-neighbour resize
+    to the branch's size when a block strides, cyclic channel repeat when it widens, then
+    batch norm (always, also when the shape does not change), as DwiseNeuro's blocks do."""
 
-    def __init__(self, out_channels: int) -> None:
+    def __init__(self, out_channels: int, momentum: float = 0.1, dims: int = 3) -> None:
         super().__init__()
         self.out_channels = out_channels
+        self.norm = (nn.BatchNorm3d if dims == 3 else nn.BatchNorm1d)(out_channels, momentum=momentum)
 
     def forward(self, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         if x.shape[2:] != like.shape[2:]:
             x = F.interpolate(x, size=like.shape[2:], mode="nearest")
-        return cyclic_channels(x, self.out_channels)
+        return self.norm(cyclic_channels(x, self.out_channels))
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -68,11 +70,9 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 class SqueezeExcite(nn.Module):
-    """Channel attention: per frame, average over space, a bottleneck MLP, a sigmoid gate.
-
-    Squeezing over space only (not time) keeps each frame's output a function of a finite
-    window of frames, which is what makes ``context_frames`` exact.
-    """
+    """Channel attention: average over time and space, a bottleneck of ``hidden`` channels
+    (SiLU), a sigmoid gate per channel. Pooling over time as well makes every output of a
+    window depend on the whole window."""
 
     def __init__(self, channels: int, hidden: int) -> None:
         super().__init__()
@@ -80,7 +80,7 @@ class SqueezeExcite(nn.Module):
         self.expand = nn.Conv3d(hidden, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = x.mean(dim=(3, 4), keepdim=True)
+        scale = x.mean(dim=(2, 3, 4), keepdim=True)
         return x * torch.sigmoid(self.expand(F.silu(self.reduce(scale))))
 
 

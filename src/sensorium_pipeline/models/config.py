@@ -4,6 +4,7 @@ A model is four choices, each a small dataclass chosen by its ``type`` key::
 
     model:
       frame_step: 1            # the model sees every frame_step-th frame (the sampler honours it)
+      inputs: official         # or raw: the values the model is fed (see INPUTS)
       behavior_channels: true  # inputs: video + broadcast behaviour (+ pupil centre) channels
       core: {type: factorized3d | gru2d | dwiseneuro, ...}
       readout: {type: gaussian | factorized | dwiseneuro, ...}
@@ -26,6 +27,9 @@ import numpy as np
 from ..errors import ConfigError
 
 OUTPUTS = ("elu1", "softplus")
+#: What the model's input values are: the official normalisation, or the archive's raw values
+#: (grey levels 0-255, raw behaviour and pupil centre), as the 1st-place reference was fed.
+INPUTS = ("official", "raw")
 
 
 def reject_unknown(cls: type, data: Mapping[str, Any], section: str) -> dict[str, Any]:
@@ -190,32 +194,34 @@ class Gru2dCoreConfig(_Section):
 
 @dataclass(frozen=True)
 class DwiseNeuroCoreConfig(_Section):
-    """The 1st-place core (winners.md): point-wise stem, (2+1)D depth-wise inverted residual
-    blocks with position encoding, squeeze-and-excitation, stochastic depth and parameter-free
-    shortcuts; global average pooling over space; then the "cortex", grouped point-wise 1D
-    convolutions with channel shuffle shared by all mice. Defaults are the winners' full size."""
+    """The 1st-place core, as its reference code builds it (see
+    :mod:`sensorium_pipeline.models.dwiseneuro`): point-wise stem, (2+1)D depth-wise
+    inverted residual blocks with position encoding, squeeze-and-excitation over time and
+    space, stochastic depth and batch-normed shortcuts; average over space; the "cortex",
+    grouped point-wise 1D convolutions with channel shuffle shared by all mice. Defaults are
+    the winners' final stage-1 size (expansion 7; their distillation stage used 6)."""
 
     section: ClassVar[str] = "model.core"
     type: str = "dwiseneuro"
-    stem_channels: int = 64
-    #: Width of each group of blocks, and blocks per group; a group's first block has
-    #: spatial stride ``group_stride``.
+    #: Width of each group of blocks, and blocks per group. The stem outputs the first width;
+    #: a group's first block strides ``group_stride`` in space, its last block widens to the
+    #: next group's width.
     channels: tuple[int, ...] = (64, 128, 256)
     depths: tuple[int, ...] = (4, 3, 2)
     group_stride: int = 2
     #: Inverted residual: narrow -> ``expansion`` x wide -> narrow.
-    expansion: int = 6
+    expansion: int = 7
     spatial_kernel: int = 3
     temporal_kernel: int = 5
-    #: Squeeze-and-excitation width as a fraction of the block's input channels (0 = none).
-    #: It squeezes over space only, per frame, so the temporal receptive field stays finite.
-    se_ratio: float = 0.25
+    #: Squeeze-and-excitation bottleneck = the block's wide width // ``se_reduction``.
+    se_reduction: int = 32
     #: Add a fixed sinusoidal (t, y, x) position encoding to every block's input.
     position_encoding: bool = True
-    #: Stochastic depth: the drop probability rises linearly to this over the blocks.
+    #: Stochastic depth of block ``i`` of ``n``: ``drop_path * i / n``.
     drop_path: float = 0.1
     cortex_channels: tuple[int, ...] = (1024, 2048, 4096)
     cortex_groups: int = 2
+    #: Stochastic depth of every cortex layer.
     cortex_drop_path: float = 0.1
     batch_norm_momentum: float = 0.1
 
@@ -224,14 +230,20 @@ class DwiseNeuroCoreConfig(_Section):
         for name in ("channels", "depths", "cortex_channels"):
             object.__setattr__(self, name, _ints(s, name, getattr(self, name)))
         _same_length(s, channels=self.channels, depths=self.depths)
-        for name in ("stem_channels", "group_stride", "expansion", "cortex_groups"):
+        for name in ("group_stride", "expansion", "se_reduction", "cortex_groups"):
             _int(s, name, getattr(self, name), 1)
         for name in ("spatial_kernel", "temporal_kernel"):
             _int(s, name, getattr(self, name), 1)
             _odd(s, name, (getattr(self, name),))
         _bool(s, "position_encoding", self.position_encoding)
-        for name in ("se_ratio", "drop_path", "cortex_drop_path", "batch_norm_momentum"):
+        for name in ("drop_path", "cortex_drop_path", "batch_norm_momentum"):
             _number(s, name, getattr(self, name), 0.0, 1.0)
+        for width in self.channels:
+            if width * self.expansion < self.se_reduction:
+                raise ConfigError(
+                    f"{s}.se_reduction: {self.se_reduction} leaves no squeeze-and-excitation channel for the "
+                    f"{width * self.expansion}-wide blocks of width {width} (expansion {self.expansion})"
+                )
         for c in self.cortex_channels:
             if c % self.cortex_groups:
                 raise ConfigError(f"{s}.cortex_channels: {c} is not divisible by cortex_groups ({self.cortex_groups})")
@@ -286,16 +298,21 @@ class FactorizedReadoutConfig(_Section):
 
 @dataclass(frozen=True)
 class DwiseNeuroReadoutConfig(_Section):
-    """Per-mouse grouped point-wise 1D convolution on the cortex's vector per frame."""
+    """Per-mouse grouped point-wise 1D convolution on the cortex's vector per frame, after
+    channel-wise dropout. Its bias starts at 0 (the reference) or, with ``bias_init:
+    mean_response``, at the output nonlinearity's inverse of each neuron's mean response."""
 
     section: ClassVar[str] = "model.readout"
     type: str = "dwiseneuro"
     groups: int = 2
     dropout: float = 0.4
+    bias_init: str = "zero"
 
     def __post_init__(self) -> None:
         _int(self.section, "groups", self.groups, 1)
         _number(self.section, "dropout", self.dropout, 0.0, 1.0)
+        if self.bias_init not in ("zero", "mean_response"):
+            raise ConfigError(f"{self.section}.bias_init: {self.bias_init!r} is not one of ['zero', 'mean_response']")
 
 
 READOUTS: dict[str, type] = {
@@ -396,6 +413,8 @@ class ModelConfig:
     softplus_learnable: bool = False
     #: Dropout on the core features before the readout.
     dropout: float = 0.0
+    #: The input values the model expects (:data:`INPUTS`); the data side delivers them.
+    inputs: str = "official"
 
     def __post_init__(self) -> None:
         s = "model"
@@ -428,6 +447,8 @@ class ModelConfig:
             object.__setattr__(self, "pad_to", pad)
         for name in ("behavior_channels", "pupil_channels", "softplus_learnable"):
             _bool(s, name, getattr(self, name))
+        if self.inputs not in INPUTS:
+            raise ConfigError(f"model.inputs: {self.inputs!r} is not one of {list(INPUTS)}")
         if self.output not in OUTPUTS:
             raise ConfigError(f"model.output: {self.output!r} is not one of {list(OUTPUTS)}")
         _number(s, "dropout", self.dropout, 0.0, 1.0)

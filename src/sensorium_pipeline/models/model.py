@@ -9,7 +9,7 @@ video ``(B, T, H, W)``, behaviour and pupil centre ``(B, T, 2)``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -28,9 +28,9 @@ from .config import (
     MouseMeta,
 )
 from .cores import Factorized3dCore, Gru2dCore
-from .dwiseneuro import DwiseNeuroCore
+from .dwiseneuro import DwiseNeuroCore, DwiseNeuroReadout
 from .inputs import InputStack
-from .readouts import DwiseNeuroReadout, FactorizedReadout, GaussianReadout, Readout
+from .readouts import FactorizedReadout, GaussianReadout, Readout
 from .shifters import MLPShifter
 
 
@@ -108,14 +108,13 @@ def build_core(config: ModelConfig, in_channels: int) -> nn.Module:
     if isinstance(c, DwiseNeuroCoreConfig):
         return DwiseNeuroCore(
             in_channels,
-            stem_channels=c.stem_channels,
             channels=c.channels,
             depths=c.depths,
             group_stride=c.group_stride,
             expansion=c.expansion,
             spatial_kernel=c.spatial_kernel,
             temporal_kernel=c.temporal_kernel,
-            se_ratio=c.se_ratio,
+            se_reduction=c.se_reduction,
             position_encoding=c.position_encoding,
             drop_path=c.drop_path,
             cortex_channels=c.cortex_channels,
@@ -128,7 +127,7 @@ def build_core(config: ModelConfig, in_channels: int) -> nn.Module:
 
 def build_readout(
     config: ModelConfig, meta: MouseMeta, in_channels: int, map_size: tuple[int, int], init_bias: np.ndarray | None
-) -> Readout:
+) -> Readout | DwiseNeuroReadout:
     """The readout of ``config.readout`` for one mouse; ``init_bias`` is its initial bias."""
     r = config.readout
     if isinstance(r, GaussianReadoutConfig):
@@ -145,7 +144,11 @@ def build_readout(
     if isinstance(r, FactorizedReadoutConfig):
         return FactorizedReadout(in_channels, meta.n_neurons, *map_size, init_bias=init_bias)
     if isinstance(r, DwiseNeuroReadoutConfig):
-        return DwiseNeuroReadout(in_channels, meta.n_neurons, r.groups, r.dropout, init_bias=init_bias)
+        readout = DwiseNeuroReadout(in_channels, meta.n_neurons, r.groups, r.dropout)
+        if r.bias_init == "mean_response" and init_bias is not None:
+            with torch.no_grad():
+                readout.bias[: meta.n_neurons] = torch.as_tensor(init_bias, dtype=torch.float32)
+        return readout
     raise TypeError(f"no readout for {type(r).__name__}")
 
 
@@ -223,19 +226,39 @@ class SensoriumModel(nn.Module):
         """The weight penalties of the core and of ``mouse``'s readout with the strengths of the
         model config (0-dim): what the starter kit adds to its loss for a batch of that mouse,
         ``sum(core.regularizer()) + readout.regularizer(data_key)`` in neuralpredictors."""
-        core = getattr(self.core, "regularizer", None)
-        total = self.readouts[self._key(mouse)].regularizer()
-        return total + core() if core is not None else total
+        parts = (self.core, self.readouts[self._key(mouse)])
+        penalties = [part.regularizer() for part in parts if hasattr(part, "regularizer")]
+        zero = torch.zeros((), device=next(self.parameters()).device)
+        return sum(penalties, zero)
 
     def _key(self, mouse: str) -> str:
         if mouse not in self._index:
             raise KeyError(f"the model knows no mouse {mouse!r}; it was built for {self.mice}")
         return self._index[mouse]
 
+    def encode(
+        self,
+        video: torch.Tensor,
+        behavior: torch.Tensor,
+        pupil_center: torch.Tensor,
+        mix: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """The shared part: input stack and core (and feature dropout), once for windows of any
+        mice. ``mix`` (CutMix, :mod:`sensorium_pipeline.cutmix`) maps the stacked input
+        ``(B, C, T, h, w)`` to the one the core sees (it may drop windows: CutMix partners)."""
+        x = self.inputs(video, behavior, pupil_center)
+        if mix is not None:
+            x = mix(x)
+        return self.dropout(self.core(x))
+
+    def decode(self, features: torch.Tensor, mouse: str, pupil_center: torch.Tensor) -> torch.Tensor:
+        """``mouse``'s rates ``(B, T, n_neurons)`` from :meth:`encode`'s features (its shifter
+        reads ``pupil_center``)."""
+        key = self._key(mouse)
+        shift = self.shifters[key](pupil_center) if key in self.shifters else None
+        return self.nonlinearity(self.readouts[key](features, shift))
+
     def forward(
         self, video: torch.Tensor, behavior: torch.Tensor, pupil_center: torch.Tensor, mouse: str
     ) -> torch.Tensor:
-        key = self._key(mouse)
-        features = self.dropout(self.core(self.inputs(video, behavior, pupil_center)))
-        shift = self.shifters[key](pupil_center) if key in self.shifters else None
-        return self.nonlinearity(self.readouts[key](features, shift))
+        return self.decode(self.encode(video, behavior, pupil_center), mouse, pupil_center)

@@ -2,7 +2,7 @@
 pre-activations.
 
 Map readouts (Gaussian, factorized) read ``(B, C, T, h, w)`` feature maps; the DwiseNeuro
-readout reads ``(B, C, T)`` feature vectors.
+readout (in :mod:`.dwiseneuro`) reads ``(B, C, T)`` feature vectors.
 
 The Gaussian readout of the official baseline: each neuron reads the core's features at one
 point of the feature map (bilinear sampling), weights the channels and adds a bias. The
@@ -168,30 +168,3 @@ class FactorizedReadout(Readout):
             features = translate(features, shift)
         pooled = torch.einsum("bcthw,nhw->btcn", features, self.mask)  # (B, T, C, N)
         return torch.einsum("btcn,cn->btn", pooled, self.weight) + self.bias
-
-
-class DwiseNeuroReadout(Readout):
-    """The winners' readout: dropout, then a grouped point-wise 1D convolution from the
-    cortex's ``(B, C, T)`` vectors to the mouse's neurons. A neuron count that ``groups``
-    does not divide is padded with unused outputs, which are cut off."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        n_neurons: int,
-        groups: int = 2,
-        dropout: float = 0.4,
-        init_bias: np.ndarray | None = None,
-    ) -> None:
-        super().__init__(n_neurons, init_bias)
-        padded = -(-n_neurons // groups) * groups
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.conv = nn.Conv1d(in_channels, padded, 1, groups=groups, bias=False)
-
-    def l1(self) -> torch.Tensor:
-        """L1 norm of the weights, summed per neuron, mean over neurons."""
-        return self.conv.weight[: self.n_neurons].abs().sum((1, 2)).mean()
-
-    def forward(self, features: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.conv(self.dropout(features))[:, : self.n_neurons]  # (B, N, T)
-        return out.transpose(1, 2) + self.bias

@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from ..layout import FINAL_BONUS, FINAL_MAIN, LIVE_BONUS, LIVE_MAIN, ORACLE
 from .stimuli import FAMILIES
 
-#: Out-of-distribution stimulus families of the bonus tiers (spec §2).
+#: Out-of-distribution stimulus families of the bonus tiers (docs/data-format.md, Tiers).
 BONUS_FAMILIES: tuple[str, ...] = tuple(FAMILIES)
 #: Tiers whose stimuli are shown with repeats, in the order they are simulated.
 REPEATED_TIERS: tuple[str, ...] = (ORACLE, LIVE_MAIN, FINAL_MAIN, LIVE_BONUS, FINAL_BONUS)

@@ -1,0 +1,61 @@
+"""The CLI's store-writing commands take the options the rules pass, with the workflow schema's
+defaults, and `deeplake-ingest --compression` reaches the store it writes."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+import yaml
+import zarr
+from factories import MOUSE, simulate_small
+
+from sensorium_pipeline.__main__ import build_parser, main
+from sensorium_pipeline.convert import COMPRESSIONS, DEFAULT_COMPRESSION, convert_archive
+from sensorium_pipeline.store import ZARR_NAME
+
+ROOT = Path(__file__).resolve().parents[1]
+#: CLI option (dest) of each `conversion.*` key of the workflow config.
+CONVERSION_OPTIONS = {"dtype": "dtype", "chunk_frames": "chunk_frames", "verify_trials": "verify_trials",
+                      "compression": "compression"}
+
+
+def _subcommand(name: str) -> argparse.ArgumentParser:
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return commands.choices[name]
+
+
+def _option(parser: argparse.ArgumentParser, dest: str) -> argparse.Action:
+    (action,) = [a for a in parser._actions if a.dest == dest]
+    return action
+
+
+@pytest.mark.parametrize("command", ["convert", "deeplake-ingest"])
+def test_store_writing_commands_default_to_the_schema(command):
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    conversion = schema["properties"]["conversion"]["properties"]
+    parser = _subcommand(command)
+    for key, dest in CONVERSION_OPTIONS.items():
+        action = _option(parser, dest)
+        assert action.default == conversion[key]["default"], (command, key)
+        if "enum" in conversion[key]:
+            assert sorted(action.choices) == sorted(conversion[key]["enum"]), (command, key)
+    assert _option(parser, "compression").default == DEFAULT_COMPRESSION
+    assert sorted(_option(parser, "compression").choices) == sorted(COMPRESSIONS)
+
+
+def test_deeplake_ingest_writes_the_compression_it_is_given(tmp_path):
+    pytest.importorskip("deeplake")
+    from sensorium_pipeline.deeplake_io import export_deeplake
+
+    archive = simulate_small(tmp_path / "archive")
+    convert_archive(archive, tmp_path / "converted" / MOUSE, chunk_frames=16, verify_trials=0)
+    export_deeplake(tmp_path / "converted" / MOUSE, tmp_path / "dataset", verify_trials=0)
+    for codec in ("none", "lz4"):
+        out = tmp_path / codec / MOUSE
+        assert main(["deeplake-ingest", str(tmp_path / "dataset"), str(out), "--compression", codec,
+                     "--verify-trials", "1"]) == 0
+        responses = zarr.open_group(str(out / ZARR_NAME), mode="r")["responses"]
+        assert bool(responses.compressors) == (codec != "none"), codec

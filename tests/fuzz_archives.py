@@ -152,7 +152,7 @@ def archive_plans(draw: st.DrawFn, max_mutations: int = 3) -> ArchivePlan:
     )
 
 
-def _members(plan: ArchivePlan) -> list[tuple[str, np.ndarray]]:
+def base_members(plan: ArchivePlan) -> list[tuple[str, np.ndarray]]:
     """The valid archive the plan starts from."""
     rng = np.random.default_rng(plan.seed)
     tiers = np.full(plan.n_ids, "none", dtype="<U16")
@@ -233,7 +233,7 @@ def _changed_array(array: np.ndarray, kind: str, arg: object) -> np.ndarray | No
 
 def build_archive(plan: ArchivePlan, path: Path) -> Path:
     """Write the plan's archive to ``path`` (``<ROOT>.zip``)."""
-    arrays = dict(_members(plan))
+    arrays = dict(base_members(plan))
     members = [(name, _npy(array)) for name, array in arrays.items()]
     for change in plan.mutations:
         _mutate(members, arrays, change)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 
-from fuzz_archives import ArchivePlan, Mutation, archive_plans, build_archive, check_conversion
+from fuzz_archives import ArchivePlan, Mutation, archive_plans, base_members, build_archive, check_conversion
 
 #: Examples per run of the suite (about 0.1 s each; the long runs are the benchmark's).
 EXAMPLES = 150
@@ -50,3 +50,12 @@ def test_the_unmutated_plan_converts_and_the_generator_makes_the_named_breakages
     with zipfile.ZipFile(build_archive(cases["dup"], tmp_path / "dup.zip")) as archive:
         names = archive.namelist()
     assert len(names) == len(set(names)) + 1
+
+
+def test_negative_zero_in_withheld_responses_is_stored_bit_for_bit(tmp_path):
+    """Found by the long fuzz run: -0.0 counted as 'all zeros' and was written as +0.0."""
+    tiers = ("live_test_main", "final_test_main")
+    names = [name for name, _ in base_members(_plan(tiers=tiers))]
+    index = names.index("m/data/responses/0.npy")
+    plan = _plan(Mutation("value", index, (-0.0, 0.0)), tiers=tiers)
+    assert check_conversion(plan, tmp_path)[0] == "store"

@@ -439,7 +439,8 @@ def _convert_one(job: _Job, row: int, trial_id: int, tier: str) -> _Converted:
     nbytes = 0
     for modality in MODALITIES:
         array = trial.arrays[modality]
-        if modality == "responses" and tier in TEST_TIERS and not array.any():
+        if modality == "responses" and tier in TEST_TIERS and not array.any() and not np.signbit(array).any():
+            # all +0.0 (a -0.0 is zero too, but not the same bits: it goes the general way)
             chunks, hashes[modality] = _constant_chunks(job, modality, 0.0, array.shape[-1])
             nbytes += job.writers[modality].write(row, chunks)
             continue

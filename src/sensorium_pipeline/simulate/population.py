@@ -35,6 +35,7 @@ has the statistics of the real SENSORIUM 2023 responses (see :class:`Realism`):
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,8 +61,10 @@ RESIDUE_SIZE = 3e-7
 #: Per-neuron targets of the realistic preset: mean and std of a neuron's responses.
 MEAN_RANGE = (1.2, 3.6)
 STD_RANGE = (6.5, 12.0)
-#: Range of the log-std of one event's amplitude (about 1.4: the 99.99 % event is ~200x the median).
+#: Range of the log-std of one event's amplitude (an event's median is exp(-sigma^2/2) of its mean).
 EVENT_SIGMA_RANGE = (1.3, 1.6)
+#: The amplitude's normal deviate is clipped here: events reach exp(4.5 sigma), 350-1,300x the median, no more.
+EVENT_CLIP = 4.5
 #: Largest threshold of the realistic preset's nonlinearity, in stds of the drive.
 MAX_THRESHOLD = 2.5
 
@@ -170,6 +173,20 @@ def _gauss(width: float) -> np.ndarray:
     return kernel / kernel.sum()
 
 
+def _normal_cdf(x: np.ndarray) -> np.ndarray:
+    return 0.5 * np.vectorize(math.erfc)(-np.asarray(x, dtype=np.float64) / math.sqrt(2.0))
+
+
+def event_moments(sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``E[exp(sigma Z)]`` and ``E[exp(2 sigma Z)]`` for ``Z`` standard normal clipped at ``EVENT_CLIP``."""
+    sigma = np.asarray(sigma, dtype=np.float64)
+    unique, inverse = np.unique(sigma, return_inverse=True)  # one erfc per distinct sigma
+    tail = 1.0 - _normal_cdf(np.array(EVENT_CLIP))
+    first = np.exp(unique**2 / 2) * _normal_cdf(EVENT_CLIP - unique) + np.exp(unique * EVENT_CLIP) * tail
+    second = np.exp(2 * unique**2) * _normal_cdf(EVENT_CLIP - 2 * unique) + np.exp(2 * unique * EVENT_CLIP) * tail
+    return first[inverse].reshape(sigma.shape), second[inverse].reshape(sigma.shape)
+
+
 def _sample_realistic(population: Population, rates: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     realism = population.realism
     assert realism is not None
@@ -180,9 +197,10 @@ def _sample_realistic(population: Population, rates: np.ndarray, rng: np.random.
     counts = rng.poisson(rates * np.exp(log_gain) / mean_event)
     flat = counts.ravel()
     sigma = np.broadcast_to(realism.event_sigma, counts.shape).ravel()
-    scale = np.broadcast_to(mean_event, counts.shape).ravel()
+    scale = np.broadcast_to(mean_event / event_moments(realism.event_sigma)[0], counts.shape).ravel()
     cells = np.repeat(np.arange(flat.size), flat)
-    amplitudes = scale[cells] * np.exp(sigma[cells] * rng.standard_normal(cells.size) - 0.5 * sigma[cells] ** 2)
+    z = np.minimum(rng.standard_normal(cells.size), EVENT_CLIP)
+    amplitudes = scale[cells] * np.exp(sigma[cells] * z)
     out = np.bincount(cells, weights=amplitudes, minlength=flat.size).reshape(counts.shape)
     residue = (counts == 0) & (rng.random(counts.shape) < RESIDUE_FRACTION)
     out[residue] = -RESIDUE_SIZE * np.exp(0.3 * rng.standard_normal(int(residue.sum())))
@@ -471,5 +489,6 @@ def _calibrate_realistic(
     variance_gain = realism.gain_variance()
     rest = target_std**2 - r.var(axis=0) * (1 + variance_gain) - variance_gain * target_mean**2
     kappa = np.maximum(rest, 0.05 * target_std**2) / target_mean
-    mean_event = kappa / np.exp(realism.event_sigma**2)
+    first, second = event_moments(realism.event_sigma)
+    mean_event = kappa / (second / first**2)  # E[A^2] / E[A] = mean event x second / first^2
     return dataclasses.replace(population, threshold=threshold, amplitude=amplitude, noise_scale=mean_event)

@@ -90,6 +90,7 @@ rule report_training:
         ),
     params:
         runs=[(unit, fold) for unit in TRAIN_UNITS for fold in FOLDS],
+        mice=MICE,
     log:
         "results/logs/report/training_curves.log",
     localrule: True

@@ -43,6 +43,7 @@ from .models import ModelConfig, MouseMeta, build_model, save_trained
 from .models.config import reject_unknown
 from .phash import phash_groups
 from .predict import predict_windows
+from .learning_check import learning_warning
 from .store import open_mouse
 
 SCHEDULERS = ("plateau", "cosine", "constant")
@@ -520,6 +521,10 @@ def train(
     if not history:
         raise ConfigError("training.max_epochs: no epoch was trained")
     _write_metrics(out_metrics_csv, history)
+    run = Path(out_model).parent  # results/models/<config>/fold<k>/model.pt
+    warning = learning_warning(history, f"{run.parent.name}/{run.name}", mice)
+    if warning is not None:
+        log(f"WARNING: {warning}")
     evaluated.load_state_dict(best_state)
     summary = {
         "fold": fold,

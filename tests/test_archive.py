@@ -58,7 +58,8 @@ def test_archive_layout_matches_the_competition(archive_path, solutions):
                 assert np.all(np.isnan(array[..., length:])) and not np.any(np.isnan(array[..., :length]))
             responses = trial.arrays["responses"]
             if tier in LABELLED_TIERS:
-                assert np.all(np.isnan(responses[:, length:])) and np.all(responses[:, :length] >= 0)
+                # non-negative up to the deconvolution residue (about -3e-7) of the real archives
+                assert np.all(np.isnan(responses[:, length:])) and np.all(responses[:, :length] > -1e-5)
             else:  # withheld: zeros over the full (N, T_pad), no NaN padding
                 assert np.all(responses == 0)
         for modality in MODALITIES:

@@ -292,3 +292,19 @@ def test_the_command_line_report_finds_every_training_unit(tmp_path):
 def test_the_command_line_report_names_a_results_folder_without_scores(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert f"{tmp_path / 'scores'}: no scores JSON found" in capsys.readouterr().err
+
+
+def test_data_table_shows_the_response_scale_beside_the_ceiling():
+    from sensorium_pipeline.response_stats import ResponseStatistics
+
+    def stats(mouse, ceiling):
+        return ResponseStatistics(
+            mouse=mouse, n_neurons=300, n_frames=90000, mean=(1.2, 2.0, 3.1), std=(6.4, 8.5, 11.3),
+            max=(228.0, 430.0, 679.0), largest=2111.0, negative_fraction=0.035, negative_trials=300,
+            train_trials=300, ceiling=ceiling,
+        )  # fmt: skip
+
+    page = tables.data_html([stats("sim-a", 0.446), stats("real-b", None)])
+    assert "sim-a" in page and "real-b" in page and "2.11e+03" in page and "3.50%" in page
+    assert '<td class="n">0.446</td>' in page and '<td class="n">–</td>' in page
+    assert ResponseStatistics.from_dict(stats("x", None).to_dict()) == stats("x", None)

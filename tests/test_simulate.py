@@ -1,4 +1,5 @@
-"""The simulator in bounded memory: solutions streamed as row groups, memory flat in the number of trials."""
+"""The simulator: the realistic mouse's statistics, the easy preset, bounded memory (solutions streamed as
+row groups, memory flat in the number of trials), no output after a failure."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 from factories import small_config
 
+from sensorium_pipeline.convert import convert_archive
+from sensorium_pipeline.response_stats import response_statistics
 from sensorium_pipeline.simulate import spool, statistics
 from sensorium_pipeline.simulate.config import REPEATED_TIERS
 from sensorium_pipeline.simulate.generate import simulate_mouse
 from sensorium_pipeline.solutions import read_solutions, write_solutions
+from sensorium_pipeline.store import open_mouse
 
 
 def _rows(n: int) -> list[dict]:
@@ -115,3 +119,53 @@ def test_a_failure_leaves_no_output_and_no_thread(tmp_path, monkeypatch, module,
     assert len(calls) > after
     assert list(tmp_path.iterdir()) == []
     assert set(threading.enumerate()) <= threads
+
+
+def _realistic_mouse(tmp_path, **overrides):
+    """60 neurons, 30 natural train trials and full-size main tiers: per-neuron statistics
+    over 9,000 frames and a ceiling over 120 main trials, in a few seconds."""
+    settings = {
+        "n_neurons": 60,
+        "n_train": 30,
+        "frames": 300,
+        "tiers": {
+            "oracle": {"n_stimuli": 1, "n_repeats": 2},
+            "live_test_bonus": {"n_stimuli": 1, "n_repeats": 2},
+            "final_test_bonus": {"n_stimuli": 1, "n_repeats": 2},
+        },
+        "bonus_frames": [280, 300],
+        **overrides,
+    }
+    config = small_config(**settings)
+    archive = tmp_path / f"{config.mouse}.zip"
+    summary = simulate_mouse(config, archive, tmp_path / f"{config.mouse}.solutions.parquet")
+    convert_archive(archive, tmp_path / "store", workers=1, verify_trials=1)
+    return summary, open_mouse(tmp_path / "store")
+
+
+def test_the_realistic_mouse_has_the_real_responses_statistics(tmp_path):
+    """Ranges of the real SENSORIUM 2023 archives (deconvolved calcium, not normalised)."""
+    summary, store = _realistic_mouse(tmp_path)
+    stats = response_statistics(store)
+    q10, median, q90 = 0, 1, 2
+    assert 1.0 <= stats.mean[median] <= 4.0 and stats.mean[q10] >= 0.5 and stats.mean[q90] <= 5.0, stats.mean
+    assert 6.0 <= stats.std[median] <= 13.0 and stats.std[q10] >= 4.5 and stats.std[q90] <= 18.0, stats.std
+    assert stats.largest >= 500, stats.largest  # up to ~3,000 over a full mouse's 90,000 frames x 300 neurons
+    responses = np.concatenate(
+        [store.array("responses")[int(r), :300] for r in store.rows("train")]
+    ).astype(np.float64)
+    # bursts: a neuron's largest frame is tens (over 9,000 frames; ~200 over a full mouse's
+    # 90,000) of times its median non-zero frame
+    positive_median = np.nanmedian(np.where(responses > 0, responses, np.nan), axis=0)
+    assert np.median(responses.max(axis=0) / positive_median) >= 50
+    # deconvolution residue: tiny negatives on a few percent of frames, nothing else below 0
+    assert 0.005 <= stats.negative_fraction <= 0.1 and -1e-5 < responses.min() < 0
+    assert 0.35 <= summary["noise_ceiling"] <= 0.5, summary["noise_ceiling"]
+    assert "of values below 0" in stats.describe() and stats.negative_trials == stats.train_trials == 30
+
+
+def test_the_easy_preset_keeps_the_earlier_forgiving_mouse(tmp_path):
+    summary, store = _realistic_mouse(tmp_path, preset="easy")
+    stats = response_statistics(store)
+    assert stats.mean[1] < 1.0 and stats.std[1] < 2.0 and stats.largest < 100 and stats.negative_fraction == 0
+    assert summary["noise_ceiling"] >= 0.55

@@ -59,6 +59,7 @@ def test_competition_dry_run_plans_the_leaderboard_reproduction():
         "evaluate": n_runs * n_folds + 1,
         "submission": 1,
         "report_scores": 1,
+        "report_data": 1,
         "report_histograms": 1,
         "report_training": 1,
         "report_correlation_map": 1,

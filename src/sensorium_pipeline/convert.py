@@ -48,8 +48,9 @@ from .errors import ArchiveError, ConfigError, StoreError
 from .layout import MODALITIES, STATISTICS, TEST_TIERS, TRAIN, VIDEO_HEIGHT, VIDEO_WIDTH, statistic_member
 from .neuron_stats import MEDIAN_SAMPLES, NeuronStatistics, TrialAccumulator, TrialMoments, sample_frames
 from .phash import video_phash
+from .response_stats import response_statistics
 from .shards import ShardWriter
-from .store import HASH_COLUMNS, NEURON_STATISTICS_GROUP, NEURONS_NAME, STORE_FORMAT, TRIALS_NAME, ZARR_NAME
+from .store import HASH_COLUMNS, NEURON_STATISTICS_GROUP, NEURONS_NAME, STORE_FORMAT, TRIALS_NAME, ZARR_NAME, open_mouse
 
 STORE_DTYPES: tuple[str, ...] = ("float32", "float64")
 #: Bump when a change here (or in ``archive``) changes what a conversion writes; the
@@ -155,6 +156,9 @@ def convert_archive(
             "trials_per_s": round(source.n_trials / max(seconds, 1e-9), 1),
         }
     say(f"wrote {out_dir} in {seconds:.1f} s ({summary['trials_per_s']} trials/s), verified {verified} trials")
+    responses = response_statistics(open_mouse(out_dir))  # the scale the models will fit
+    say(responses.describe())
+    summary["responses"] = responses.to_dict()
     return summary
 
 

@@ -44,6 +44,7 @@ from .distill import DistillConfig, Teacher, other_mice
 from .ema import ModelEma
 from .errors import ConfigError, PathError
 from .folds import fold_rows
+from .learning_check import learning_warning
 from .layout import LABELLED_TIERS, TEST_TIERS, TIERS, VIDEO_HEIGHT, VIDEO_WIDTH
 from .losses import POISSON_EPS, poisson_nll
 from .metrics import corr
@@ -783,6 +784,10 @@ def train(
     if not run.history:
         raise ConfigError("training.max_epochs: no epoch was trained")
     _write_metrics(out_metrics_csv, run.history)
+    run_dir = Path(out_model).parent  # results/models/<config>/fold<k>/model.pt
+    warning = learning_warning(run.history, f"{run_dir.parent.name}/{run_dir.name}", mice)
+    if warning is not None:
+        log(f"WARNING: {warning}")
     evaluated = run.evaluated
     evaluated.load_state_dict(run.best_state)
     summary = {

@@ -262,6 +262,7 @@ def report_files():
     """The report's items (rules/report.smk); part of the default target."""
     return [
         "results/report/scores.html",
+        "results/report/data.html",
         "results/report/correlation_histograms.png",
         "results/report/training_curves.png",
         "results/report/correlation_map.png",

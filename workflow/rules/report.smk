@@ -90,6 +90,7 @@ rule report_training:
         ),
     params:
         runs=[(unit, fold) for unit in TRAIN_UNITS for fold in FOLDS],
+        mice=MICE,
     log:
         "results/logs/report/training_curves.log",
     localrule: True
@@ -155,3 +156,29 @@ rule report_software:
         "../../envs/report.yaml"
     script:
         "../../scripts/report_software.py"
+
+
+rule report_data:
+    input:
+        stores=expand("results/data/{mouse}", mouse=MICE),
+        scores="results/scores/ensemble.json",
+    output:
+        table=report(
+            "results/report/data.html",
+            category="Data",
+            caption="../report/data.rst",
+            labels={"item": "response scale per mouse"},
+        ),
+    params:
+        mice=MICE,
+    log:
+        "results/logs/report/data.log",
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../../scripts/report_data.py"

@@ -8,6 +8,7 @@ calls. :func:`save_png` writes one atomically, so a failed plot leaves no half-w
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -193,4 +194,12 @@ def correlation_map(neurons: pd.DataFrame, tier: str, mice: Sequence[str] | None
         ax.set_aspect("equal", adjustable="datalim")
     figure.colorbar(image, ax=axes, label="single-trial correlation", shrink=0.9)
     figure.suptitle(f"Per-neuron correlation over cortical position, tier {tier}")
+    return figure
+
+
+def add_warnings(figure: Figure, warnings: Sequence[str]) -> Figure:
+    """Write ``warnings`` (e.g. of a model that does not learn) in red above the panels."""
+    if warnings:
+        text = "\n".join(textwrap.fill(f"WARNING: {w}", 140) for w in warnings)
+        figure.suptitle(text, color="#b00020", fontsize=8, ha="left", x=0.01, y=1.0, va="bottom")
     return figure

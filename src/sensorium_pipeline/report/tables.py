@@ -96,3 +96,38 @@ def scores_html(scores: Mapping[str, Mapping[str, Any]], title: str = "Scores") 
         f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
         f"<style>{_STYLE}</style></head>\n<body>\n<h2>{html.escape(title)}</h2>\n{note}\n{body}\n</body></html>\n"
     )
+
+
+def data_html(statistics: Sequence[Any]) -> str:
+    """The response scale of every mouse (:class:`~sensorium_pipeline.response_stats.ResponseStatistics`)
+    beside its noise ceiling: what the models are fitting, at a glance."""
+    from ..response_stats import QUANTILES
+
+    names = ["median" if q == 0.5 else f"q{round(q * 100)}" for q in QUANTILES]
+    header = [
+        "mouse",
+        "neurons",
+        "train frames",
+        *[f"mean {n}" for n in names],
+        *[f"std {n}" for n in names],
+        *[f"max {n}" for n in names],
+        "largest",
+        "below 0",
+        "ceiling r (final main)",
+    ]
+
+    def g(value: float) -> str:
+        return f"{value:.3g}"
+
+    rows = []
+    for s in statistics:
+        cells = [s.mouse, str(s.n_neurons), str(s.n_frames)]
+        cells += [g(v) for v in (*s.mean, *s.std, *s.max)]
+        cells += [g(s.largest), f"{s.negative_fraction:.2%}", _number(s.ceiling)]
+        rows.append((s.mouse, cells))
+    caption = "Responses per mouse over the train trials (per-neuron statistics, quantiles over neurons)"
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Data</title><style>{_STYLE}</style></head><body>"
+        + _table(caption, header, rows, n_text=1)
+        + "</body></html>"
+    )

@@ -23,6 +23,8 @@ BONUS_FAMILIES: tuple[str, ...] = tuple(FAMILIES)
 REPEATED_TIERS: tuple[str, ...] = (ORACLE, LIVE_MAIN, FINAL_MAIN, LIVE_BONUS, FINAL_BONUS)
 COMPRESSIONS: tuple[str, ...] = ("stored", "deflated")
 DTYPES: tuple[str, ...] = ("float32", "float64")
+#: Presets of the response model and their default trial-noise ratio.
+PRESETS: dict[str, float] = {"realistic": 4.5, "easy": 1.7}
 
 _MOUSE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -62,9 +64,14 @@ class SimulationConfig:
     #: Trial ids with tier ``none`` and no files (as in the older mice).
     n_missing_ids: int = 4
     dtype: str = "float32"
-    #: Trial-noise variance over stimulus-driven variance, per neuron on average;
-    #: the single-trial noise ceiling is about ``1/sqrt(1 + noise)``.
-    noise: float = 1.7
+    #: ``realistic``: the real responses' statistics (heavy-tailed events, an unobserved
+    #: shared gain, adaptation, deconvolution residue); ``easy``: the earlier, forgiving
+    #: mouse (light-tailed noise, single-trial ceiling about 0.65), fast to learn for tests.
+    preset: str = "realistic"
+    #: Trial-noise variance over stimulus-driven variance, per neuron on average; the
+    #: single-trial noise ceiling is about ``1/sqrt(1 + noise)``. ``None``: the preset's
+    #: (easy 1.7, realistic 4.5: a ceiling about 0.42).
+    noise: float | None = None
     compression: str = "stored"
     compresslevel: int | None = None
     #: OOD families of the bonus tiers; ``None`` draws one or two from the seed.
@@ -110,6 +117,11 @@ class SimulationConfig:
         return out
 
     @property
+    def noise_ratio(self) -> float:
+        """The trial-noise ratio in use: ``noise`` or the preset's default."""
+        return float(self.noise) if self.noise is not None else PRESETS[self.preset]
+
+    @property
     def t_pad_bound(self) -> int:
         """Largest T_pad this config can produce (the actual one is the longest trial)."""
         if self.tiers[LIVE_BONUS].n_stimuli or self.tiers[FINAL_BONUS].n_stimuli:
@@ -137,7 +149,11 @@ class SimulationConfig:
         _check_int("bonus_frames[1]", high, low)
         if self.dtype not in DTYPES:
             raise ConfigError(f"simulation.dtype: {self.dtype!r} is not one of {list(DTYPES)}")
-        if isinstance(self.noise, bool) or not isinstance(self.noise, (int, float)) or not self.noise > 0:
+        if self.preset not in PRESETS:
+            raise ConfigError(f"simulation.preset: {self.preset!r} is not one of {list(PRESETS)}")
+        if self.noise is not None and (
+            isinstance(self.noise, bool) or not isinstance(self.noise, (int, float)) or not self.noise > 0
+        ):
             raise ConfigError(f"simulation.noise: expected a positive number, got {self.noise!r}")
         if self.compression not in COMPRESSIONS:
             raise ConfigError(f"simulation.compression: {self.compression!r} is not one of {list(COMPRESSIONS)}")

@@ -173,14 +173,14 @@ def _pad(array: np.ndarray, t_pad: int) -> np.ndarray:
 def build_population(config: SimulationConfig) -> tuple[Population, BehaviorModel]:
     """The mouse's calibrated population and behaviour model (ground truth, deterministic)."""
     rng = np.random.default_rng([config.seed, _POPULATION])
-    population = make_population(rng, config.n_neurons)
+    population = make_population(rng, config.n_neurons, realistic=config.preset == "realistic")
     model = BehaviorModel.draw(rng)
     videos, behaviors = [], []
     for i in range(config.n_calibration):
         stream = np.random.default_rng([config.seed, _CALIBRATION, i])
         videos.append(make_stimulus(NATURAL, stream, config.frames).astype(config.dtype))
         behaviors.append(model.sample(stream, config.frames))
-    population = calibrate(population, videos, behaviors, model, config.noise, rng, skip_first=SKIP_FIRST)
+    population = calibrate(population, videos, behaviors, model, config.noise_ratio, rng, skip_first=SKIP_FIRST)
     return population, model
 
 

@@ -15,23 +15,73 @@ Model of neuron ``n`` at frame ``t`` (everything vectorised over neurons):
    + running shift).
 6. Response = compound Poisson-gamma noise around the rate: non-negative, sparse, with
    variance proportional to the rate (like deconvolved calcium activity).
+
+That is the ``easy`` preset (a fast, forgiving mouse). The ``realistic`` preset (the default)
+has the statistics of the real SENSORIUM 2023 responses (see :class:`Realism`):
+
+* adaptation: the rectified drive is divided by ``1 + strength x`` its own causal low-pass,
+  so a sustained stimulus fades (part of the rates: a model can learn it from the video);
+* a shared gain no one observes: log-normal, one level per trial plus a slow fluctuation
+  within the trial, the same for all neurons up to a per-neuron coupling, mean 1 (so the
+  rates stay the expected responses; the gain is noise to any model);
+* heavy-tailed events: Poisson event counts x log-normal amplitudes, so single frames reach
+  hundreds of times the median event;
+* deconvolution residue: a few frames without events hold tiny negatives (about -3e-7);
+* calibrated per neuron to a mean response of about 1-4, a std of about 6-13 and a
+  single-trial ceiling ``1/sqrt(1 + noise x factor)`` (the threshold of the nonlinearity
+  sets how sparse, hence how variable, the rates are; the event size sets the rest).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..layout import VIDEO_HEIGHT, VIDEO_WIDTH
 from .behavior import Behavior, BehaviorModel
+from .stimuli import smooth
 
 KERNEL_FRAMES = 10
 #: Gamma shape of one event's amplitude: variance = scale x rate x (1 + 1/EVENT_SHAPE).
 EVENT_SHAPE = 2.0
 #: Frames at the start of a trial left out of calibration statistics (filter warm-up).
 _WARMUP = 10
+#: Time constant (frames) of the low-pass that drives adaptation.
+ADAPTATION_TAU = 20.0
+#: Shared-gain log-std across trials and within a trial, and the within-trial time scale (frames).
+GAIN_TRIAL_STD = 0.3
+GAIN_FRAME_STD = 0.3
+GAIN_WIDTH = 15.0
+#: Fraction of event-free frames that hold a tiny negative (deconvolution residue), and its size.
+RESIDUE_FRACTION = 0.05
+RESIDUE_SIZE = 3e-7
+#: Per-neuron targets of the realistic preset: mean and std of a neuron's responses.
+MEAN_RANGE = (1.2, 3.6)
+STD_RANGE = (6.5, 12.0)
+#: Range of the log-std of one event's amplitude (an event's median is exp(-sigma^2/2) of its mean).
+EVENT_SIGMA_RANGE = (1.3, 1.6)
+#: The amplitude's normal deviate is clipped here: events reach exp(4.5 sigma), 350-1,300x the median, no more.
+EVENT_CLIP = 4.5
+#: Largest threshold of the realistic preset's nonlinearity, in stds of the drive.
+MAX_THRESHOLD = 2.5
+
+
+@dataclass(frozen=True)
+class Realism:
+    """Per-neuron parameters of the realistic preset (absent in the easy one)."""
+
+    adaptation: np.ndarray  # (N,) strength of the divisive adaptation
+    gain_coupling: np.ndarray  # (N,) exponent of the shared gain
+    event_sigma: np.ndarray  # (N,) log-std of one event's amplitude
+    target_mean: np.ndarray  # (N,) calibration targets
+    target_std: np.ndarray  # (N,)
+
+    def gain_variance(self) -> np.ndarray:
+        """Variance of each neuron's shared gain (its mean is 1)."""
+        return np.exp(self.gain_coupling**2 * (GAIN_TRIAL_STD**2 + GAIN_FRAME_STD**2)) - 1.0
 
 
 @dataclass(frozen=True)
@@ -55,7 +105,8 @@ class Population:
     eye_gain: np.ndarray  # (2,) stimulus px per camera px, for (x, y)
     drive_mean: np.ndarray  # (N,) calibration statistics of the raw drive
     drive_std: np.ndarray  # (N,)
-    noise_scale: np.ndarray  # (N,) event size of the compound Poisson noise
+    noise_scale: np.ndarray  # (N,) event size (realistic: mean event amplitude) of the compound Poisson noise
+    realism: Realism | None = None  # None: the easy preset
 
     @property
     def n_neurons(self) -> int:
@@ -81,12 +132,79 @@ class Population:
         gain = np.exp(running[:, None] * self.running_gain + pupil[:, None] * self.pupil_gain)
         argument = self.slope * (z - self.threshold) + running[:, None] * self.running_shift
         drive = np.logaddexp(0.0, argument)
+        if self.realism is not None:
+            drive = drive / (1.0 + self.realism.adaptation * low_pass(drive, ADAPTATION_TAU))
         return self.amplitude * gain * drive * self.saturation / (drive + self.saturation)
 
     def sample(self, rates: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Noisy single-trial responses around ``rates``: Poisson event counts x gamma amplitudes."""
-        counts = rng.poisson(rates / self.noise_scale)
-        return rng.gamma(EVENT_SHAPE * counts, self.noise_scale / EVENT_SHAPE)
+        """Noisy single-trial responses around ``rates`` (their expectation).
+
+        Easy: Poisson event counts x gamma amplitudes. Realistic: the rates times a shared
+        gain, Poisson counts of log-normal events, residue on some event-free frames.
+        """
+        if self.realism is None:
+            counts = rng.poisson(rates / self.noise_scale)
+            return rng.gamma(EVENT_SHAPE * counts, self.noise_scale / EVENT_SHAPE)
+        return _sample_realistic(self, rates, rng)
+
+
+def low_pass(x: np.ndarray, tau: float) -> np.ndarray:
+    """Causal exponential average along axis 0 of the frames before each frame (0 at the start)."""
+    decay = np.exp(-1.0 / tau)
+    out = np.empty_like(x, dtype=np.float64)
+    state = np.zeros(x.shape[1:])
+    for t in range(len(x)):
+        out[t] = state
+        state = decay * state + (1 - decay) * x[t]
+    return out
+
+
+def shared_gain(rng: np.random.Generator, n_frames: int) -> np.ndarray:
+    """One trial's log-gain (T,): a trial level plus a slow fluctuation, each with its set std."""
+    level = rng.normal(0.0, GAIN_TRIAL_STD)
+    wiggle = smooth(rng.standard_normal(n_frames), GAIN_WIDTH)
+    wiggle *= GAIN_FRAME_STD / max(float(np.sqrt(np.sum(_gauss(GAIN_WIDTH) ** 2))), 1e-12)
+    return level + wiggle
+
+
+def _gauss(width: float) -> np.ndarray:
+    half = int(np.ceil(3 * width))
+    kernel = np.exp(-0.5 * (np.arange(-half, half + 1) / width) ** 2)
+    return kernel / kernel.sum()
+
+
+def _normal_cdf(x: np.ndarray) -> np.ndarray:
+    return 0.5 * np.vectorize(math.erfc)(-np.asarray(x, dtype=np.float64) / math.sqrt(2.0))
+
+
+def event_moments(sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``E[exp(sigma Z)]`` and ``E[exp(2 sigma Z)]`` for ``Z`` standard normal clipped at ``EVENT_CLIP``."""
+    sigma = np.asarray(sigma, dtype=np.float64)
+    unique, inverse = np.unique(sigma, return_inverse=True)  # one erfc per distinct sigma
+    tail = 1.0 - _normal_cdf(np.array(EVENT_CLIP))
+    first = np.exp(unique**2 / 2) * _normal_cdf(EVENT_CLIP - unique) + np.exp(unique * EVENT_CLIP) * tail
+    second = np.exp(2 * unique**2) * _normal_cdf(EVENT_CLIP - 2 * unique) + np.exp(2 * unique * EVENT_CLIP) * tail
+    return first[inverse].reshape(sigma.shape), second[inverse].reshape(sigma.shape)
+
+
+def _sample_realistic(population: Population, rates: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    realism = population.realism
+    assert realism is not None
+    beta = realism.gain_coupling
+    log_gain = shared_gain(rng, len(rates))[:, None] * beta
+    log_gain -= 0.5 * beta**2 * (GAIN_TRIAL_STD**2 + GAIN_FRAME_STD**2)  # mean gain 1
+    mean_event = population.noise_scale
+    counts = rng.poisson(rates * np.exp(log_gain) / mean_event)
+    flat = counts.ravel()
+    sigma = np.broadcast_to(realism.event_sigma, counts.shape).ravel()
+    scale = np.broadcast_to(mean_event / event_moments(realism.event_sigma)[0], counts.shape).ravel()
+    cells = np.repeat(np.arange(flat.size), flat)
+    z = np.minimum(rng.standard_normal(cells.size), EVENT_CLIP)
+    amplitudes = scale[cells] * np.exp(sigma[cells] * z)
+    out = np.bincount(cells, weights=amplitudes, minlength=flat.size).reshape(counts.shape)
+    residue = (counts == 0) & (rng.random(counts.shape) < RESIDUE_FRACTION)
+    out[residue] = -RESIDUE_SIZE * np.exp(0.3 * rng.standard_normal(int(residue.sum())))
+    return out
 
 
 def causal_filter(x: np.ndarray, kernels: np.ndarray) -> np.ndarray:
@@ -233,8 +351,12 @@ def _gabors(rng: np.random.Generator, centers: np.ndarray) -> np.ndarray:
     return filters.T  # (H*W, 2N), Fortran-ordered: each filter contiguous
 
 
-def make_population(rng: np.random.Generator, n_neurons: int) -> Population:
-    """Draw an uncalibrated population (drive statistics 0/1, unit noise scale; see ``calibrate``)."""
+def make_population(rng: np.random.Generator, n_neurons: int, realistic: bool = False) -> Population:
+    """Draw an uncalibrated population (drive statistics 0/1, unit noise scale; see ``calibrate``).
+
+    The realistic preset draws its extra parameters after all of the easy preset's, so an
+    easy mouse is the same whatever the realistic code does.
+    """
     n = n_neurons
     field = rng.uniform(0, 600, (n, 2))  # cortical x, y within the scan field, µm
     offset = rng.integers(-800, 800, 2)
@@ -249,7 +371,7 @@ def make_population(rng: np.random.Generator, n_neurons: int) -> Population:
     centers = middle + unit[:, ::-1] * np.array([22.0, 40.0]) + rng.normal(0, 1.5, (n, 2))
     centers = np.clip(centers, [2, 2], [VIDEO_HEIGHT - 3, VIDEO_WIDTH - 3])
     complex_cell = rng.random(n) < 0.45
-    return Population(
+    population = Population(
         unit_ids=_unit_ids(rng, n),
         coordinates=coordinates,
         rf_center=centers,
@@ -269,6 +391,16 @@ def make_population(rng: np.random.Generator, n_neurons: int) -> Population:
         drive_std=np.ones(n),
         noise_scale=np.ones(n),
     )
+    if not realistic:
+        return population
+    realism = Realism(
+        adaptation=rng.uniform(0.3, 1.2, n),
+        gain_coupling=rng.uniform(0.6, 1.3, n),
+        event_sigma=rng.uniform(*EVENT_SIGMA_RANGE, n),
+        target_mean=np.exp(rng.uniform(*np.log(MEAN_RANGE), n)),
+        target_std=np.exp(rng.uniform(*np.log(STD_RANGE), n)),
+    )
+    return dataclasses.replace(population, realism=realism)
 
 
 def calibrate(
@@ -293,6 +425,8 @@ def calibrate(
     mean = warm.mean(axis=0)
     std = np.maximum(warm.std(axis=0), 1e-6)
     population = dataclasses.replace(population, drive_mean=mean, drive_std=std)
+    if population.realism is not None:
+        return _calibrate_realistic(population, drives, behaviors, model, noise, rng, skip_first)
     rates = np.concatenate(
         [
             population.rates_from_drive((d - mean) / std, b, model)[min(skip_first, len(d) // 2) :]
@@ -302,3 +436,59 @@ def calibrate(
     ratio = noise * np.exp(rng.normal(-0.08, 0.4, population.n_neurons))
     scale = ratio * rates.var(axis=0) / ((1 + 1 / EVENT_SHAPE) * np.maximum(rates.mean(axis=0), 1e-9))
     return dataclasses.replace(population, noise_scale=np.maximum(scale, 1e-6))
+
+
+def _calibrate_realistic(
+    population: Population,
+    drives: list[np.ndarray],
+    behaviors: list[Behavior],
+    model: BehaviorModel,
+    noise: float,
+    rng: np.random.Generator,
+    skip_first: int,
+) -> Population:
+    """Thresholds, amplitudes and event sizes that give each neuron its target mean, std and ceiling.
+
+    With rates ``r`` (mean ``M``), a gain ``g`` (mean 1, variance ``v``) and events of mean
+    size ``a``, the response variance is ``var(r)(1 + v) + v M^2 + M a exp(sigma^2)`` and its
+    correlation with ``r`` is ``std(r) / std(response)``: the threshold is searched (bisection)
+    so that the coefficient of variation of ``r`` is ``ceiling x S / M``; the event size fills
+    the rest of the target variance ``S^2``.
+    """
+    realism = population.realism
+    assert realism is not None
+    n = population.n_neurons
+    ceiling = 1.0 / np.sqrt(1.0 + noise * np.exp(rng.normal(-0.08, 0.4, n)))
+    target_mean, target_std = realism.target_mean, realism.target_std
+    target_cv = ceiling * target_std / target_mean
+    z = [(d - population.drive_mean) / population.drive_std for d in drives]
+
+    def rates_at(threshold: np.ndarray) -> np.ndarray:
+        shifted = dataclasses.replace(population, threshold=threshold, amplitude=np.ones(n))
+        return np.concatenate(
+            [
+                shifted.rates_from_drive(zi, b, model)[min(skip_first, len(zi) // 2) :]
+                for zi, b in zip(z, behaviors, strict=True)
+            ]
+        )
+
+    # Thresholds stay within a few stds of the drive: a rarer event would need an amplitude
+    # that new stimuli turn into absurd rates (such a neuron gets a lower ceiling instead).
+    low, high = population.threshold - 2.0, np.full(n, MAX_THRESHOLD)
+    for _ in range(20):
+        middle = 0.5 * (low + high)
+        r = rates_at(middle)
+        cv = r.std(axis=0) / np.maximum(r.mean(axis=0), 1e-12)
+        too_sparse = cv > target_cv
+        high = np.where(too_sparse, middle, high)
+        low = np.where(too_sparse, low, middle)
+    threshold = 0.5 * (low + high)
+    r = rates_at(threshold)
+    amplitude = target_mean / np.maximum(r.mean(axis=0), 1e-12)
+    r = r * amplitude
+    variance_gain = realism.gain_variance()
+    rest = target_std**2 - r.var(axis=0) * (1 + variance_gain) - variance_gain * target_mean**2
+    kappa = np.maximum(rest, 0.05 * target_std**2) / target_mean
+    first, second = event_moments(realism.event_sigma)
+    mean_event = kappa / (second / first**2)  # E[A^2] / E[A] = mean event x second / first^2
+    return dataclasses.replace(population, threshold=threshold, amplitude=amplitude, noise_scale=mean_event)

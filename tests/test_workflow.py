@@ -74,6 +74,15 @@ def test_competition_dry_run_plans_the_leaderboard_reproduction():
     for fold in range(n_folds):
         assert f"results/models/dwiseneuro-distilled/fold{fold}/model.pt" in result.stdout
         assert f"results/predictions/dwiseneuro-distilled-fold{fold}/" in result.stdout
+    # the second stage trains the winners' expansion-6 model, taught by the first stage's model of its fold
+    configs = collections.Counter()
+    for block in result.stdout.split("rule train:")[1:]:
+        inputs, output = block.split("output:")[0], block.split("output:")[1].split("\n")[0]
+        if "dwiseneuro-distilled/fold" in output:
+            assert "results/models/dwiseneuro/fold" in inputs
+        if "dwiseneuro" in output:
+            configs[re.search(r"config/models/(\w+)\.yaml", inputs).group(1)] += 1
+    assert configs == {"dwiseneuro": n_folds, "dwiseneuro_distill": n_folds}
 
 
 def job_resources(output: str) -> list[tuple[str, str]]:

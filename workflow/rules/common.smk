@@ -78,6 +78,21 @@ if DISTILLED_MODELS and SCOPE != "shared":
         "config 'training.distillation': distillation fills in the other mice's readouts, so it needs "
         "training.scope 'shared' (got 'per_mouse')"
     )
+STUDENT_CONFIGS = DISTILLATION["student_configs"]
+for _model, _student in STUDENT_CONFIGS.items():
+    if _model not in DISTILLED_MODELS:
+        raise ValueError(
+            f"config 'training.distillation.student_configs': {_model!r} gets no distillation stage {DISTILLED_MODELS}"
+        )
+    try:
+        load_model_file(
+            Path(config["model_dir"]) / f"{_student}.yaml",
+            seed=config["training"]["seed"],
+            threads=config["training"]["threads"],
+            device=config["training"]["device"],
+        )
+    except ConfigError as _exc:
+        raise ValueError(f"config 'training.distillation.student_configs', {_model}: {_exc}") from None
 RUNS = MODELS + [f"{model}{DISTILLED_SUFFIX}" for model in DISTILLED_MODELS]
 ENTRIES = [f"{run}-fold{fold}" for run in RUNS for fold in FOLDS]
 ENSEMBLE_STAGES = config["ensemble"]["stages"] or [1, 2]
@@ -86,6 +101,13 @@ ENSEMBLE_STAGES = config["ensemble"]["stages"] or [1, 2]
 def run_model(run):
     """The model config of a run: ``<model>`` or ``<model>-distilled``."""
     return run[: -len(DISTILLED_SUFFIX)] if run.endswith(DISTILLED_SUFFIX) and run not in MODELS else run
+
+
+def run_config(run):
+    """The model config file of a run: the first stage's, or for a distilled run its
+    ``distillation.student_configs`` entry when there is one."""
+    model = run_model(run)
+    return STUDENT_CONFIGS.get(model, model) if run_stage(run) == 2 else model
 
 
 def run_stage(run):
@@ -167,7 +189,7 @@ def train_inputs(wildcards):
     run = unit_run(wildcards.unit)
     inputs = {
         "stores": expand("results/data/{mouse}", mouse=unit_mice(wildcards.unit)),
-        "model_config": str(Path(config["model_dir"]) / f"{run_model(run)}.yaml"),
+        "model_config": str(Path(config["model_dir"]) / f"{run_config(run)}.yaml"),
     }
     if run_stage(run) == 2:
         inputs["teacher"] = f"results/models/{run_model(run)}/fold{wildcards.fold}/model.pt"
@@ -176,7 +198,7 @@ def train_inputs(wildcards):
 
 def model_config_digest(model):
     """Short hash of a model config: checkpoints of another config are never resumed."""
-    text = (Path(config["model_dir"]) / f"{run_model(model)}.yaml").read_bytes()
+    text = (Path(config["model_dir"]) / f"{run_config(model)}.yaml").read_bytes()
     payload = text + json.dumps(config["training"], sort_keys=True).encode()
     return hashlib.sha256(payload).hexdigest()[:12]
 

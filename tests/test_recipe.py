@@ -186,7 +186,7 @@ def test_patience_running_out_restores_the_best_weights_until_the_decay_steps_ar
                     checkpoint_dir=tmp_path / "checkpoints", log=keep)
     assert summary["epochs"] == 4 and summary["best_epoch"] == 0
     assert sum("best weights restored" in line for line in lines) == 2
-    assert "stopping early" in lines[-1]
+    assert "stopping early" in [line for line in lines if line.startswith("epoch ")][-1]
     for model, best in states[1:3]:  # after epochs 2 and 3 the weights went back to epoch 1's
         assert all(torch.equal(model[k], best[k]) for k in best)
     assert not all(torch.equal(states[3][0][k], states[3][1][k]) for k in states[3][1])  # the last is not restored
@@ -228,7 +228,7 @@ def test_a_corrupt_checkpoint_is_moved_aside_and_the_fold_starts_afresh(stores, 
     (checkpoints / CHECKPOINT_NAME).write_bytes(whole[: len(whole) // 2])  # a real checkpoint, cut short
     lines: list[str] = []
     assert run(stores, tmp_path / "broken", log=lines.append) == fresh
-    notes = [line for line in lines if "corrupt" in line]
+    notes = [line for line in lines if "corrupt checkpoint" in line]
     assert len(notes) == 1 and str(checkpoints / CHECKPOINT_NAME) in notes[0] and "afresh" in notes[0]
     aside = list(checkpoints.glob(f"{CHECKPOINT_NAME}.corrupt-*"))
     assert len(aside) == 1 and aside[0].read_bytes() == whole[: len(whole) // 2]
@@ -243,6 +243,6 @@ def test_a_corrupt_checkpoint_is_moved_aside_and_the_fold_starts_afresh(stores, 
             (checkpoints / CHECKPOINT_NAME).write_bytes(content)
         lines.clear()
         assert run(stores, tmp_path / "broken", log=lines.append) == fresh
-        assert sum("corrupt" in line for line in lines) == 1
-    assert "lacks" in next(line for line in lines if "corrupt" in line)
+        assert sum("corrupt checkpoint" in line for line in lines) == 1
+    assert "lacks" in next(line for line in lines if "corrupt checkpoint" in line)
     assert len(list(checkpoints.glob(f"{CHECKPOINT_NAME}.corrupt-*"))) == 3

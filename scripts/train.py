@@ -19,7 +19,7 @@ with log_to(smk.log[0]) as log:
         threads=smk.threads,
         device=options["device"],
     )
-    distillation = {k: v for k, v in options["distillation"].items() if k not in ("enabled", "models")}
+    distillation = {k: v for k, v in options["distillation"].items() if k not in ("enabled", "models", "student_configs")}
     result = train(
         list(smk.input.stores),
         model_config,

@@ -78,7 +78,8 @@ if DISTILLED_MODELS and SCOPE != "shared":
         "config 'training.distillation': distillation fills in the other mice's readouts, so it needs "
         "training.scope 'shared' (got 'per_mouse')"
     )
-STUDENT_CONFIGS = DISTILLATION["student_configs"]
+# (without a distillation stage, as in an overlay that switches it off, the key has nothing to configure)
+STUDENT_CONFIGS = DISTILLATION["student_configs"] if DISTILLED_MODELS else {}
 for _model, _student in STUDENT_CONFIGS.items():
     if _model not in DISTILLED_MODELS:
         raise ValueError(

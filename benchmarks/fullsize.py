@@ -15,9 +15,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from sensorium_pipeline.convert import CONVERTER_VERSION, convert_archive
+from sensorium_pipeline.convert import convert_archive
 from sensorium_pipeline.simulate import SimulationConfig, simulate_mouse
 from sensorium_pipeline.simulate.config import REPEATED_TIERS
+from sensorium_pipeline.store_writer import CONVERTER_VERSION
 
 MOUSE = "dynamic90001-1-1-Fullsize-0"
 CACHE_DIR = Path("benchmarks/.cache")
@@ -79,7 +80,7 @@ def fullsize_store(
     store = _folder(cache_dir, trials, neurons) / f"store-v{CONVERTER_VERSION}" / MOUSE
     if not store.exists():  # conversion renames a complete, verified store into place
         print(f"converting {archive} -> {store} (once)", file=sys.stderr, flush=True)
-        convert_archive(archive, store, workers=workers, progress=lambda m: print(m, file=sys.stderr, flush=True))
+        convert_archive(archive, store, workers=workers)
     return store
 
 

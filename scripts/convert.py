@@ -10,7 +10,7 @@ from sensorium_pipeline.download import read_checksum
 from sensorium_pipeline.logs import log_to
 
 smk = snakemake  # noqa: F821
-with log_to(smk.log[0]) as log:
+with log_to(smk.log[0]):
     options = smk.params.conversion
     convert_archive(
         smk.input.archive,
@@ -21,5 +21,4 @@ with log_to(smk.log[0]) as log:
         compression=options["compression"],
         sha256=read_checksum(smk.input.checksum),
         workers=smk.threads,
-        progress=log.info,
     )

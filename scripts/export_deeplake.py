@@ -9,5 +9,5 @@ from sensorium_pipeline.deeplake_io import export_deeplake
 from sensorium_pipeline.logs import log_to
 
 smk = snakemake  # noqa: F821
-with log_to(smk.log[0]) as log:
-    export_deeplake(smk.input.store, smk.output.dataset, verify_trials=smk.params.verify_trials, progress=log.info)
+with log_to(smk.log[0]):
+    export_deeplake(smk.input.store, smk.output.dataset, verify_trials=smk.params.verify_trials)

@@ -9,7 +9,7 @@ from sensorium_pipeline.deeplake_io import ingest_deeplake
 from sensorium_pipeline.logs import log_to
 
 smk = snakemake  # noqa: F821
-with log_to(smk.log[0]) as log:
+with log_to(smk.log[0]):
     options = smk.params.conversion
     ingest_deeplake(
         smk.input.dataset,
@@ -19,5 +19,4 @@ with log_to(smk.log[0]) as log:
         chunk_frames=options["chunk_frames"],
         verify_trials=options["verify_trials"],
         compression=options["compression"],
-        progress=log.info,
     )

@@ -7,9 +7,12 @@ that should not depend on the simulator or the converter.
 from __future__ import annotations
 
 import io
+import logging
 import struct
 import warnings
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -198,3 +201,24 @@ def flip_member_bytes(path: Path, member: str, skip: int = 200) -> None:
         stream.seek(start + skip)
         stream.write(bytes(b ^ 0xFF for b in chunk))
 
+
+
+@contextmanager
+def captured_logs(name: str = "sensorium_pipeline") -> Iterator[list[str]]:
+    """The messages the package logs at INFO and above while the block runs (for module-scoped
+    fixtures, where pytest's function-scoped ``caplog`` is not available)."""
+    messages: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    logger, handler = logging.getLogger(name), _Collect(logging.INFO)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

@@ -12,7 +12,8 @@ import zarr
 from factories import MOUSE, simulate_small
 
 from sensorium_pipeline.__main__ import build_parser, main
-from sensorium_pipeline.convert import COMPRESSIONS, DEFAULT_COMPRESSION, convert_archive
+from sensorium_pipeline.convert import convert_archive
+from sensorium_pipeline.store_writer import COMPRESSIONS, DEFAULT_COMPRESSION
 from sensorium_pipeline.store import ZARR_NAME
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,11 +13,12 @@ import pandas as pd
 import pytest
 
 from sensorium_pipeline.archive import open_archive
-from sensorium_pipeline.convert import convert_archive, same_bits
+from sensorium_pipeline.convert import convert_archive
 from sensorium_pipeline.errors import ArchiveError, ConfigError, StoreError
 from sensorium_pipeline.layout import MODALITIES, NO_FILES, STATISTICS, TIERS_MEMBER, UNIT_IDS_MEMBER, data_member
 from sensorium_pipeline.store import HASH_COLUMNS, PHASH_COLUMN, STORE_FORMAT, TRIAL_COLUMNS, ZARR_NAME, open_mouse
-from factories import MOUSE, flip_member_bytes, npy_bytes, rewrite_zip, simulate_small
+from sensorium_pipeline.store_writer import same_bits
+from factories import MOUSE, captured_logs, flip_member_bytes, npy_bytes, rewrite_zip, simulate_small
 
 
 def _time_major(array: np.ndarray, dtype: str) -> np.ndarray:
@@ -36,8 +37,8 @@ def archive_path(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def converted(archive_path, tmp_path_factory):
     out = tmp_path_factory.mktemp("stores") / MOUSE
-    messages: list[str] = []
-    summary = convert_archive(archive_path, out, workers=2, chunk_frames=16, progress=messages.append)
+    with captured_logs() as messages:
+        summary = convert_archive(archive_path, out, workers=2, chunk_frames=16)
     return out, summary, messages
 
 
@@ -305,9 +306,9 @@ def test_root_folder_must_be_named_like_the_zip(archive_path, tmp_path):
 
 def test_written_store_is_checked_against_the_archive(archive_path, tmp_path, monkeypatch):
     """A write that silently goes wrong is caught by the read-back, and nothing is left."""
-    from sensorium_pipeline import convert
+    from sensorium_pipeline import store_writer
 
-    original = convert.ShardWriter.encode_chunk
+    original = store_writer.ShardWriter.encode_chunk
 
     def faulty(self, block):  # as if a block went bad on its way to the disk
         if self.folder.name == "responses" and len(block):
@@ -315,7 +316,7 @@ def test_written_store_is_checked_against_the_archive(archive_path, tmp_path, mo
             block.flat[0] += 1.0
         return original(self, block)
 
-    monkeypatch.setattr(convert.ShardWriter, "encode_chunk", faulty)
+    monkeypatch.setattr(store_writer.ShardWriter, "encode_chunk", faulty)
     out = tmp_path / MOUSE
     with pytest.raises(StoreError, match="does not read back"):
         convert_archive(archive_path, out, verify_trials=2)

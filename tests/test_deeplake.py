@@ -4,6 +4,7 @@ dataset is refused naming the dataset and the column, and the workflow routes a
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +18,9 @@ from factories import MOUSE, make_store, simulate_small
 from test_workflow import ROOT, planned_jobs, run_snakemake
 
 from sensorium_pipeline.__main__ import main
-from sensorium_pipeline.convert import convert_archive, same_bits
+from sensorium_pipeline.convert import convert_archive
 from sensorium_pipeline.deeplake_url import DeepLakeError, dataset_path
+from sensorium_pipeline.store_writer import same_bits
 from sensorium_pipeline.layout import MODALITIES
 from sensorium_pipeline.store import NEURONS_NAME, TRIALS_NAME, ZARR_NAME, open_mouse
 
@@ -54,8 +56,27 @@ def zarr_arrays(path: Path) -> dict[str, zarr.Array]:
     return {name: node for name, node in group.members(max_depth=None) if isinstance(node, zarr.Array)}
 
 
+def store_files(path: Path) -> set[str]:
+    """Every file of a store's Zarr group, relative to it (the on-disk key layout)."""
+    root = path / ZARR_NAME
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def zarr_metadata(path: Path) -> dict[str, dict]:
+    """Every ``zarr.json`` of a store (array and group metadata, attributes included)."""
+    root = path / ZARR_NAME
+    return {str(p.relative_to(root)): json.loads(p.read_text()) for p in root.rglob("zarr.json")}
+
+
 def assert_same_store(a: Path, b: Path, *, layout: bool = True) -> None:
-    """Every array bit for bit (and, with ``layout``, chunked alike), the tables, the attributes."""
+    """Every array bit for bit (and, with ``layout``, chunked alike, under the same file names,
+    with the same metadata), the tables, the attributes."""
+    if layout:
+        assert store_files(a) == store_files(b)
+        meta_a, meta_b = zarr_metadata(a), zarr_metadata(b)
+        root_b = meta_b["zarr.json"]["attributes"]
+        meta_b["zarr.json"]["attributes"] = {k: v for k, v in root_b.items() if k not in INGEST_ATTRS}
+        assert meta_a == meta_b
     arrays_a, arrays_b = zarr_arrays(a), zarr_arrays(b)
     assert sorted(arrays_a) == sorted(arrays_b)
     for name, x in arrays_a.items():

@@ -14,13 +14,13 @@ from factories import MOUSE, simulate_small
 
 _CONVERT = """
 import sys, time
-from sensorium_pipeline import convert
-original = convert._convert_one
+from sensorium_pipeline import convert, store_writer
+original = store_writer._write_one
 def slow(*args):
     print("trial", flush=True)
     time.sleep(0.5)  # keep the conversion busy long enough to be killed inside it
     return original(*args)
-convert._convert_one = slow
+store_writer._write_one = slow
 convert.convert_archive(sys.argv[1], sys.argv[2], workers=1, verify_trials=2)
 """
 

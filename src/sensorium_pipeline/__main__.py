@@ -27,6 +27,7 @@ from typing import Any
 
 from .errors import SensoriumError
 from .layout import TIERS
+from .logs import log_to
 
 
 def _print(data: Any) -> None:
@@ -137,7 +138,6 @@ def cmd_convert(args: argparse.Namespace) -> dict[str, Any]:
         verify_trials=args.verify_trials,
         workers=args.workers,
         compression=args.compression,
-        progress=lambda msg: print(msg, file=sys.stderr),
     )
 
 
@@ -145,7 +145,7 @@ def cmd_deeplake_export(args: argparse.Namespace) -> dict[str, Any]:
     from .deeplake_io import export_deeplake
 
     return export_deeplake(
-        args.store, args.dest, verify_trials=args.verify_trials, progress=lambda msg: print(msg, file=sys.stderr)
+        args.store, args.dest, verify_trials=args.verify_trials
     )
 
 
@@ -160,7 +160,6 @@ def cmd_deeplake_ingest(args: argparse.Namespace) -> dict[str, Any]:
         chunk_frames=args.chunk_frames,
         verify_trials=args.verify_trials,
         compression=args.compression,
-        progress=lambda msg: print(msg, file=sys.stderr),
     )
 
 
@@ -448,7 +447,8 @@ class _ExampleFormatter(argparse.HelpFormatter):
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        result = args.run(args)
+        with log_to(None):  # the package's progress lines on stderr
+            result = args.run(args)
         if result is not None:
             _print(result)
     except SensoriumError as exc:

@@ -28,23 +28,24 @@ by Deep Lake 4: :func:`dataset_path` says so and what to do instead.
 from __future__ import annotations
 
 import io
+import logging
+import threading
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import zarr
 
 from .atomic import atomic_path, remove_stale_temporaries
-from .convert import DEFAULT_COMPRESSION, check_options, same_bits, verify_rows
 from .deeplake_url import DeepLakeError, dataset_path
 from .errors import SensoriumError
-from .layout import MODALITIES, STATISTICS, TIERS, TRAIN
-from .store import ZARR_NAME, MouseStore, open_mouse
-from .store_writer import StoreShape, StoreWriter, frame_shape
+from .layout import MODALITIES, STATISTICS, TIERS
+from .store import MouseStore, open_mouse
+from .store_writer import DEFAULT_COMPRESSION, StoreOptions, frame_shape, same_bits, verify_rows, write_store
+
+logger = logging.getLogger(__name__)
 
 DATASET_FORMAT = "sensorium-pipeline/deeplake/v1"
 ID_COLUMN = "id"
@@ -111,8 +112,7 @@ def export_deeplake(
     store_dir: str | Path,
     dest: str | Path,
     *,
-    verify_trials: int = 8,
-    progress: Callable[[str], object] | None = None,
+    verify_trials: int = StoreOptions.verify_trials,
 ) -> dict:
     """Write the converted store ``store_dir`` as a Deep Lake dataset at the local folder ``dest``.
 
@@ -120,7 +120,6 @@ def export_deeplake(
     and compared bit for bit, so an existing ``dest`` is always complete.
     """
     deeplake = _deeplake()
-    say = progress or (lambda message: None)
     dest = dataset_path(dest)
     start = time.perf_counter()
     store = open_mouse(store_dir)
@@ -142,12 +141,12 @@ def export_deeplake(
             }
             columns[ID_COLUMN] = [int(i) for i in ids[batch]]
             ds.append(columns)
-            say(f"exported {first + len(batch)}/{len(rows)} trials")
+            logger.info("exported %d/%d trials", first + len(batch), len(rows))
         ds.commit(f"{store.mouse}: exported from {store.path} by sensorium-pipeline")
         del ds
         verified = _verify_export(deeplake.open_read_only(str(tmp)), store, verify_trials, report_as=dest)
     seconds = time.perf_counter() - start
-    say(f"wrote {dest} in {seconds:.1f} s, verified {verified} trials")
+    logger.info("wrote %s in %.1f s, verified %d trials", dest, seconds, verified)
     return {
         "dataset": str(dest),
         "store": str(store.path),
@@ -195,54 +194,32 @@ def ingest_deeplake(
     out_dir: str | Path,
     *,
     mouse: str | None = None,
-    dtype: str = "float32",
-    chunk_frames: int = 50,
-    verify_trials: int = 8,
+    dtype: str = StoreOptions.dtype,
+    chunk_frames: int = StoreOptions.chunk_frames,
+    verify_trials: int = StoreOptions.verify_trials,
     compression: str = DEFAULT_COMPRESSION,
-    progress: Callable[[str], object] | None = None,
+    workers: int = StoreOptions.workers,
 ) -> dict:
     """Write the store of the Deep Lake dataset ``source`` to ``out_dir``; return a summary.
 
-    The store is the one :func:`convert.convert_archive` writes from the same trials
-    (arrays, tables, statistics, attributes), so every later stage reads it alike.
+    The store is written by the writer :func:`convert.convert_archive` uses
+    (:func:`store_writer.write_store`), so it is the store of the same trials' archive
+    (arrays, tables, statistics, attributes) and every later stage reads it alike.
     ``mouse`` (the config's name) must match the dataset's ``mouse`` metadata when both
     are given. Raises :class:`DeepLakeError` naming the dataset and the column or key at
     fault; ``out_dir`` is then left untouched.
     """
-    check_options(dtype, chunk_frames, verify_trials, compression)
-    say = progress or (lambda message: None)
+    options = StoreOptions(dtype, chunk_frames, verify_trials, compression, workers)
+    options.check()
     path = dataset_path(source)
     out_dir = Path(out_dir)
     start = time.perf_counter()
     reader = _DatasetReader.open(path)
     info = reader.info(mouse)
-    say(f"opened {path}: {info.n_trials} trials, {info.n_neurons} neurons, T_pad {info.t_pad}")
-    remove_stale_temporaries(out_dir)
-    with atomic_path(out_dir) as tmp:
-        shape = StoreShape(info.n_trials, info.t_pad, info.n_neurons, np.dtype(dtype), chunk_frames, compression)
-        tiers = [info.tier_of[int(i)] for i in info.trial_ids]
-        writer = StoreWriter(tmp, shape, n_train=tiers.count(TRAIN))
-        valid = np.zeros(info.n_trials, dtype=np.int64)
-        for row, (trial, frames) in enumerate(reader.trials(info)):
-            writer.write_trial(int(info.trial_ids[row]), tiers[row], trial, frames)
-            valid[row] = frames
-            if (row + 1) % max(1, info.n_trials // 10) == 0 or row + 1 == info.n_trials:
-                say(f"ingested {row + 1}/{info.n_trials} trials")
-        reader.check_valid_frames(info, valid)
-        writer.write_statistics(info.statistics)
-        attrs = {
-            "mouse": info.mouse,
-            "t_pad": info.t_pad,
-            "n_neurons": info.n_neurons,
-            "source_dtype": info.source_dtype,
-            "archive_sha256": info.archive_sha256,
-            "deeplake_source": str(path),
-            "deeplake_io_version": DEEPLAKE_IO_VERSION,
-        }
-        trials = writer.finish(attrs, info.neurons)
-        verified = reader.verify(tmp / ZARR_NAME, info, np.dtype(dtype), verify_trials, report_as=out_dir)
+    logger.info("opened %s: %d trials, %d neurons, T_pad %d", path, info.n_trials, info.n_neurons, info.t_pad)
+    written = write_store(_DatasetTrials(reader, info), out_dir, options)
     seconds = time.perf_counter() - start
-    say(f"wrote {out_dir} in {seconds:.1f} s, verified {verified} trials")
+    logger.info("wrote %s in %.1f s, verified %d trials", out_dir, seconds, written.verified)
     return {
         "dataset": str(path),
         "store": str(out_dir),
@@ -250,9 +227,9 @@ def ingest_deeplake(
         "n_trials": info.n_trials,
         "n_neurons": info.n_neurons,
         "t_pad": info.t_pad,
-        "tiers": trials["tier"].value_counts().to_dict(),
+        "tiers": written.trials["tier"].value_counts().to_dict(),
         "dtype": np.dtype(dtype).name,
-        "verified_trials": verified,
+        "verified_trials": written.verified,
         "seconds": round(seconds, 2),
     }
 
@@ -433,13 +410,6 @@ class _DatasetReader:
             frames = padded
         return frames
 
-    def trials(self, info: _DatasetInfo) -> Iterator[tuple[dict[str, np.ndarray], int]]:
-        """Per trial in id order: its arrays (store layout, the dataset's dtype) and valid frames."""
-        for trial_id, row in zip(info.trial_ids.tolist(), info.rows.tolist(), strict=True):
-            arrays = {m: self._store_layout(info, m, row) for m in MODALITIES}
-            valid = min(self._valid_frames(arrays[m], m, row, trial_id) for m in MODALITIES)
-            yield arrays, valid
-
     def _valid_frames(self, frames: np.ndarray, modality: str, row: int, trial_id: int) -> int:
         """Frames before the trailing NaN padding; NaN anywhere else is an error (as in an archive)."""
         nan = np.isnan(frames).reshape(len(frames), -1)
@@ -456,34 +426,59 @@ class _DatasetReader:
             raise self._error(where, f"NaN inside the valid frames (frame {first} is NaN, a later one is not)")
         return first
 
-    def check_valid_frames(self, info: _DatasetInfo, valid: np.ndarray) -> None:
-        """The metadata's frame counts, when given, must be the ones the arrays show."""
+    def recorded_valid_frames(self) -> dict[int, int] | None:
+        """The metadata's frame count of each trial id, when it has them."""
         recorded = self._meta("valid_frames")
         if recorded is None:
-            return
-        by_id = dict(zip(self._meta("trial_ids"), recorded, strict=False))
-        expected = np.array([int(by_id[int(i)]) for i in info.trial_ids], dtype=np.int64)
-        wrong = np.flatnonzero(expected != valid)
-        if wrong.size:
-            i = int(wrong[0])
-            raise self._error(
-                "metadata 'valid_frames'",
-                f"trial {int(info.trial_ids[i])} records {int(expected[i])} frames, its arrays hold {int(valid[i])}",
-            )
+            return None
+        return {int(i): int(v) for i, v in zip(self._meta("trial_ids"), recorded, strict=False)}
 
-    def verify(
-        self, zarr_path: Path, info: _DatasetInfo, dtype: np.dtype, verify_trials: int, *, report_as: Path
-    ) -> int:
-        """Re-read some rows of the written store and compare them bit for bit with the dataset."""
-        group = zarr.open_group(str(zarr_path), mode="r")
-        rows = verify_rows(info.n_trials, verify_trials)
-        for store_row in rows:
-            row = int(info.rows[store_row])
-            for modality in MODALITIES:
-                expected = self._store_layout(info, modality, row).astype(dtype)
-                if not same_bits(np.asarray(group[modality][store_row]), expected):
-                    raise DeepLakeError(
-                        report_as / ZARR_NAME,
-                        f"{modality} row {store_row} does not read back as {self.path}: the store was not written correctly",
-                    )
-        return len(rows)
+    def trial(self, info: _DatasetInfo, row: int, trial_id: int) -> tuple[dict[str, np.ndarray], int]:
+        """One trial's arrays (store layout, the dataset's dtype) and its valid frames."""
+        arrays = {m: self._store_layout(info, m, row) for m in MODALITIES}
+        return arrays, min(self._valid_frames(arrays[m], m, row, trial_id) for m in MODALITIES)
+
+
+class _DatasetTrials:
+    """A checked dataset as the writer's :class:`store_writer.TrialSource` (reads one at a time)."""
+
+    def __init__(self, reader: _DatasetReader, info: _DatasetInfo) -> None:
+        self.reader, self.info = reader, info
+        self.path = reader.path
+        self.n_trials, self.t_pad, self.n_neurons = info.n_trials, info.t_pad, info.n_neurons
+        self.trial_ids = info.trial_ids
+        self.row_tiers = [info.tier_of[int(i)] for i in info.trial_ids]
+        self.mouse = info.mouse
+        self.source_dtype = info.source_dtype
+        self.archive_sha256 = info.archive_sha256
+        self.extra_attributes = {"deeplake_source": str(reader.path), "deeplake_io_version": DEEPLAKE_IO_VERSION}
+        self._row_of = dict(zip(info.trial_ids.tolist(), info.rows.tolist(), strict=True))
+        self._recorded = reader.recorded_valid_frames()
+        self._lock = threading.Lock()
+
+    def read_trial(self, trial_id: int) -> tuple[dict[str, np.ndarray], int]:
+        """The trial's arrays time last (the writer's layout); the metadata's frame count, when
+        given, must be the one the arrays show."""
+        with self._lock:
+            arrays, valid = self.reader.trial(self.info, self._row_of[trial_id], trial_id)
+        if self._recorded is not None and self._recorded.get(trial_id, valid) != valid:
+            raise self.reader._error(
+                "metadata 'valid_frames'",
+                f"trial {trial_id} records {self._recorded[trial_id]} frames, its arrays hold {valid}",
+            )
+        return {m: np.moveaxis(a, 0, -1) for m, a in arrays.items()}, valid
+
+    def release(self, trial_id: int) -> None:
+        """Nothing is held beyond the arrays given out."""
+
+    def range_error(self, modality: str, trial_id: int, frame: int, dtype: np.dtype) -> DeepLakeError:
+        return self.reader._error(
+            f"column {modality!r} row {self._row_of[trial_id]} (trial {trial_id})",
+            f"frame {frame} holds a value beyond the range of {dtype.name} (ingest with conversion.dtype: float64)",
+        )
+
+    def frame_statistics(self, dtype: np.dtype) -> dict[tuple[str, str], np.ndarray]:
+        return {key: np.ascontiguousarray(values, dtype=dtype) for key, values in self.info.statistics.items()}
+
+    def neurons(self) -> pd.DataFrame:
+        return self.info.neurons

@@ -33,7 +33,7 @@ Reading a trial goes through :meth:`MouseStore.array`, which refuses rows whose 
 disk: Zarr reads a missing shard back as its fill value (NaN) without a word, and a job
 would otherwise train or score on it.
 
-The store is written by :mod:`sensorium_pipeline.convert` into a temporary folder and
+The store is written by :mod:`store_writer` (from an archive or a Deep Lake dataset) into a temporary folder and
 renamed into place, so an existing ``<mouse_dir>`` is always complete.
 """
 

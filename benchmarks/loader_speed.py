@@ -2,10 +2,10 @@
 
 In one run, on the same mouse and the same windows (one sampler seed), it measures windows per second of:
 
-- ``ram``: :class:`~sensorium_pipeline.data.MouseData` (whole mouse in RAM, compact), cut in the main process;
-- ``lazy``: :class:`~sensorium_pipeline.data.ZarrMouse` read from the converted store by ``--workers``
+- ``ram``: :class:`~sensorium_pipeline.sources.MouseData` (whole mouse in RAM, compact), cut in the main process;
+- ``lazy``: :class:`~sensorium_pipeline.sources.ZarrMouse` read from the converted store by ``--workers``
   ``DataLoader`` workers (each opens its own store handle);
-- ``device``: :class:`~sensorium_pipeline.data.DeviceMouse` on the GPU (only where CUDA is available);
+- ``device``: :class:`~sensorium_pipeline.sources.DeviceMouse` on the GPU (only where CUDA is available);
 - ``npy``: a per-trial file reader as the official loader (neuralpredictors' file-tree dataset) works:
   per window, ``np.load`` the trial's ``videos/i.npy``, ``responses/i.npy``, ``behavior/i.npy`` and
   ``pupil_center/i.npy`` from the archive's member tree (extracted once, cached beside the archive),
@@ -43,16 +43,9 @@ import numpy as np
 import torch
 
 from sensorium_pipeline.atomic import atomic_path, write_text_atomic
-from sensorium_pipeline.data import (
-    Batch,
-    MouseData,
-    Normalizer,
-    WindowSampler,
-    ZarrMouse,
-    load_mouse,
-    open_lazy,
-    span,
-)
+from sensorium_pipeline.normalizer import Normalizer
+from sensorium_pipeline.sampler import WindowSampler
+from sensorium_pipeline.sources import Batch, MouseData, ZarrMouse, load_mouse, open_lazy, span
 from sensorium_pipeline.normalize import behavior_scale, response_precision, video_normalizer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from sensorium_pipeline.data import MouseData
+from sensorium_pipeline.sources import MouseData
 from sensorium_pipeline.losses import mice_poisson_loss, poisson_nll
 from sensorium_pipeline.models import ModelConfig, MouseMeta, build_model, load_trained
 from sensorium_pipeline.models.import_weights import (

@@ -69,7 +69,7 @@ def test_folds_are_balanced_and_split_every_labelled_trial_once():
 def test_training_folds_read_the_stores_hashes_and_fall_back_to_exact_repeats(tmp_path):
     from factories import make_store
 
-    from sensorium_pipeline.data import load_sources
+    from sensorium_pipeline.placement import load_sources
     from sensorium_pipeline.folds import fold_rows
     from sensorium_pipeline.store import TRIALS_NAME
 

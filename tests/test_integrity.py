@@ -15,7 +15,7 @@ import pytest
 from factories import MOUSE, simulate_small
 from sensorium_pipeline.__main__ import main
 from sensorium_pipeline.convert import convert_archive
-from sensorium_pipeline.data import load_mouse, open_lazy
+from sensorium_pipeline.sources import load_mouse, open_lazy
 from sensorium_pipeline.errors import StoreError
 from sensorium_pipeline.integrity import verify_store
 from sensorium_pipeline.layout import LABELLED_TIERS, MODALITIES

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from factories import make_store, withhold_responses
-from sensorium_pipeline.data import WindowSampler, load_sources
+from sensorium_pipeline.placement import load_sources
+from sensorium_pipeline.sampler import WindowSampler
 from sensorium_pipeline.distill import DistillConfig, Teacher
 from sensorium_pipeline.models import ModelConfig, MouseMeta, build_model, load_trained, save_trained
 from sensorium_pipeline.train import (

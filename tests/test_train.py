@@ -13,7 +13,8 @@ import torch
 
 from factories import make_store
 from sensorium_pipeline.cutmix import CutMixPlan
-from sensorium_pipeline.data import WindowSampler, load_sources
+from sensorium_pipeline.placement import load_sources
+from sensorium_pipeline.sampler import WindowSampler
 from sensorium_pipeline.distill import DistillConfig, Teacher
 from sensorium_pipeline.ema import ModelEma
 from sensorium_pipeline.errors import ConfigError, PathError

@@ -1,7 +1,7 @@
 """CutMix as the 1st-place recipe does it (alpha 1, probability 0.5 per window).
 
 Each training window is mixed, with the probability, with its own partner: a fresh random
-window of the same mouse (drawn by the sampler, :class:`data.Windows` ``partners``). A box of
+window of the same mouse (drawn by the sampler, :class:`sampler.Windows` ``partners``). A box of
 the stacked model input, the frame as the core sees it (padded, e.g. to 64 x 64, with the
 behaviour and pupil channels), is replaced by the same box of the partner in every frame, so
 behaviour is swapped inside the box too. The box side is ``sqrt(lam)`` of the frame's with
@@ -52,7 +52,7 @@ class CutMixPlan:
         cls, partners: np.ndarray | None, n_windows: int, height: int, width: int, alpha: float,
         rng: np.random.Generator,
     ) -> CutMixPlan:
-        """Boxes for the windows that have a partner (``partners`` as :class:`data.Windows`)."""
+        """Boxes for the windows that have a partner (``partners`` as :class:`sampler.Windows`)."""
         if partners is None:
             return cls(n_windows, ())
         pairs = tuple((i, int(j), draw_box(height, width, alpha, rng)) for i, j in enumerate(partners) if j >= 0)

@@ -27,7 +27,7 @@ from .phash import BITS, hamming
 from .store import open_mouse
 
 if TYPE_CHECKING:
-    from .data import WindowSource
+    from .sources import WindowSource
 
 UNLABELLED = -1
 GROUPINGS = ("phash", "stimulus")

@@ -29,13 +29,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import WindowSource, load_mouse
 from .devices import resolve_device
 from .errors import ConfigError, PredictionError
 from .layout import BONUS_TIERS, MAIN_TIERS, ORACLE
 from .models import load_trained
 from .normalize import response_precision
 from .predictions import Predictions
+from .sources import WindowSource, load_mouse
 from .store import open_mouse
 
 DEFAULT_TIERS: tuple[str, ...] = (ORACLE, *MAIN_TIERS, *BONUS_TIERS)

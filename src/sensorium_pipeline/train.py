@@ -39,7 +39,10 @@ import yaml
 from .atomic import atomic_path, write_text_atomic
 from .cutmix import CutMixPlan
 from .devices import DEVICES, resolve_device
-from .data import BATCHINGS, MODES, TARGETS, Batch, Windows, WindowSampler, WindowSource, load_sources, released_tiers
+from .normalizer import TARGETS
+from .placement import MODES, load_sources, released_tiers
+from .sampler import BATCHINGS, WindowSampler, Windows
+from .sources import Batch, WindowSource
 from .distill import DistillConfig, Teacher, other_mice
 from .ema import ModelEma
 from .errors import ConfigError, PathError
@@ -102,17 +105,17 @@ class TrainConfig:
     deterministic: bool = True
     #: How a batch's mouse is chosen: ``uniform`` (the winners) or by ``trials`` (training trials).
     mouse_sampling: str = "uniform"
-    #: Where the training data lives (:func:`data.load_sources`): auto, ram, device (GPU), lazy.
+    #: Where the training data lives (:func:`placement.load_sources`): auto, ram, device (GPU), lazy.
     data_mode: str = "auto"
     #: DataLoader worker processes cutting windows (0 = in the training process).
     loader_workers: int = 0
     #: Model frames between validation windows; ``None`` = half of ``window_frames``.
     val_stride: int | None = None
-    #: What the model is trained to predict (:data:`data.TARGETS`): ``normalized`` (responses x
+    #: What the model is trained to predict (:data:`normalizer.TARGETS`): ``normalized`` (responses x
     #: the official per-frame precision) or ``raw`` (the recorded responses clipped at 0, as the
     #: 1st-place entry trained; its predictions are multiplied by the precision when written).
     targets: str = "normalized"
-    #: How the windows of a step are grouped (:data:`data.BATCHINGS`): ``per_mouse`` (one mouse
+    #: How the windows of a step are grouped (:data:`sampler.BATCHINGS`): ``per_mouse`` (one mouse
     #: per batch, mean Poisson loss), ``mixed`` (each window's mouse drawn on its own, one core
     #: pass, the reference's loss: summed over neurons and frames, averaged over windows) or
     #: ``cycle`` (one batch of every mouse per optimiser step, gradients summed, the starter

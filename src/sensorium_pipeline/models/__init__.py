@@ -8,7 +8,7 @@ Architectures are chosen by ``config/models/<name>.yaml`` (see :mod:`.config`):
 GRU), ``dwiseneuro`` (1st place); ``readout.type`` in ``gaussian``, ``factorized``,
 ``dwiseneuro``; ``output`` in ``elu1``, ``softplus``.
 
-The contract every model honours (train.py, predict.py and data.py rely on it)
+The contract every model honours (train.py, predict.py and sources.py rely on it)
 ------------------------------------------------------------------------------
 
 1. ``model(video, behavior, pupil_center, mouse) -> (B, L, N_mouse)``, all outputs > 0.

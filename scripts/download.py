@@ -17,7 +17,6 @@ with log_to(smk.log[0]) as log:
         sha256=smk.params.sha256,
         retries=smk.params.retries,
         timeout_s=smk.params.timeout_s,
-        progress=log.info,
     )
     write_checksum(smk.output.checksum, digest)
     log.info("sha256 %s", digest)

@@ -20,7 +20,6 @@ with log_to(smk.log[0]) as log:
         stride=options["stride"],
         device=smk.params.device,
         threads=smk.threads,
-        log=log.info,
     )
     save_predictions(smk.output.predictions, predictions)
     log.info("%s: predicted %d trials", predictions.mouse, len(predictions.trial_ids))

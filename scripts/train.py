@@ -29,7 +29,6 @@ with log_to(smk.log[0]) as log:
         out_model=smk.output.model,
         out_metrics_csv=smk.output.metrics,
         checkpoint_dir=smk.params.checkpoints,
-        log=log.info,
         fold_grouping=options["fold_grouping"],
         phash_distance=options["phash_distance"],
         labelled_tiers=options["labelled_tiers"],

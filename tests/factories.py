@@ -11,7 +11,7 @@ import logging
 import struct
 import warnings
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -204,14 +204,20 @@ def flip_member_bytes(path: Path, member: str, skip: int = 200) -> None:
 
 
 @contextmanager
-def captured_logs(name: str = "sensorium_pipeline") -> Iterator[list[str]]:
+def captured_logs(
+    on_message: Callable[[str], object] | None = None, name: str = "sensorium_pipeline"
+) -> Iterator[list[str]]:
     """The messages the package logs at INFO and above while the block runs (for module-scoped
-    fixtures, where pytest's function-scoped ``caplog`` is not available)."""
+    fixtures, where pytest's function-scoped ``caplog`` is not available). ``on_message`` is
+    called with each as it is logged; what it raises comes out of the logging call (a test
+    stops a run at a given line that way)."""
     messages: list[str] = []
 
     class _Collect(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             messages.append(record.getMessage())
+            if on_message is not None:
+                on_message(messages[-1])
 
     logger, handler = logging.getLogger(name), _Collect(logging.INFO)
     level = logger.level

@@ -10,7 +10,7 @@ import pytest
 import torch
 import zarr
 
-from factories import make_store, withhold_responses
+from factories import captured_logs, make_store, withhold_responses
 from sensorium_pipeline.placement import load_sources
 from sensorium_pipeline.sampler import WindowSampler, Windows, window_loader
 from sensorium_pipeline.sources import DeviceMouse, MouseData, ZarrMouse, iter_trials, load_mouse, open_lazy, span
@@ -210,8 +210,8 @@ def test_load_sources_modes(stores: list[Path]) -> None:
     assert all(isinstance(s, MouseData) for s in load_sources(stores, mode="ram").values())
     on_device = load_sources(stores, mode="device", device="cpu")
     assert all(isinstance(s, DeviceMouse) for s in on_device.values())
-    notes: list[str] = []
-    auto = load_sources(stores, mode="auto", memory_fraction=0.5, log=notes.append)
+    with captured_logs() as notes:
+        auto = load_sources(stores, mode="auto", memory_fraction=0.5)
     assert all(isinstance(s, MouseData) for s in auto.values()) and len(notes) == 2
     starved = load_sources(stores, mode="auto", memory_fraction=1e-12)
     assert all(isinstance(s, ZarrMouse) for s in starved.values())
@@ -276,9 +276,9 @@ def test_withheld_tiers_are_left_out_of_the_labelled_tiers(tmp_path: Path) -> No
 
     path = make_store(tmp_path / "m", seed=4)
     withhold_responses(path, ["final_test_main"])  # all zero, as the new mice's test tiers
-    notes: list[str] = []
     tiers = ["train", "oracle", "live_test_main", "final_test_main"]
-    assert released_tiers(open_mouse(path), tiers, log=notes.append) == tiers[:3]
+    with captured_logs() as notes:
+        assert released_tiers(open_mouse(path), tiers) == tiers[:3]
     assert len(notes) == 1 and "final_test_main" in notes[0] and "withheld" in notes[0]
     sources = load_sources([path], lambda store: released_tiers(store, tiers), mode="ram")
     assert sorted(set(sources["mouse-a"].tiers)) == ["live_test_main", "oracle", "train"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from factories import captured_logs
 
 from sensorium_pipeline import download as download_module
 from sensorium_pipeline.download import download, read_checksum, write_checksum
@@ -115,9 +116,9 @@ def test_plain_download_returns_the_sha256_and_leaves_no_part(server, tmp_path):
 def test_dropped_connection_is_retried_and_resumed(server, tmp_path):
     url, state = server
     state.drop_after = [1_000_003]
-    lines = []
     dest = tmp_path / "a.zip"
-    assert download(url, dest, sha256=DIGEST, retries=1, progress=lines.append, **FAST) == DIGEST
+    with captured_logs() as lines:
+        assert download(url, dest, sha256=DIGEST, retries=1, **FAST) == DIGEST
     assert dest.read_bytes() == DATA
     assert [r["range"] for r in state.requests] == [None, "bytes=1000003-"]
     assert any("attempt 1 failed" in line and "short read" in line for line in lines)
@@ -152,9 +153,9 @@ def test_no_retries_means_one_attempt(server, tmp_path):
 def test_stalled_connection_times_out_and_resumes(server, tmp_path):
     url, state = server
     state.stall_s = 1.0
-    lines = []
     dest = tmp_path / "a.zip"
-    assert download(url, dest, retries=2, progress=lines.append, backoff_s=0.01, timeout_s=0.3) == DIGEST
+    with captured_logs() as lines:
+        assert download(url, dest, retries=2, backoff_s=0.01, timeout_s=0.3) == DIGEST
     assert len(state.requests) == 2 and state.requests[1]["range"].startswith("bytes=")
     assert any("timed out" in line for line in lines)
 
@@ -280,8 +281,8 @@ def test_file_url_and_plain_paths(local_source, tmp_path, monkeypatch):
 def test_local_part_is_resumed_or_restarted(local_source, tmp_path):
     dest = tmp_path / "a.zip"
     _part(dest).write_bytes(DATA[:100_000])
-    lines = []
-    assert download(local_source.as_uri(), dest, progress=lines.append, **FAST) == DIGEST
+    with captured_logs() as lines:
+        assert download(local_source.as_uri(), dest, **FAST) == DIGEST
     assert "resuming" in lines[0] and "100,000" in lines[0]
     _part(dest).write_bytes(DATA + b"extra")
     assert download(str(local_source), dest, **FAST) == DIGEST
@@ -310,8 +311,8 @@ def test_progress_lines_are_plain_text(server, tmp_path, monkeypatch):
     state.drop_after = [700_000]
     monkeypatch.setattr(download_module, "PROGRESS_INTERVAL_S", 0.0)
     monkeypatch.setattr(download_module, "CHUNK_BYTES", 256 * 1024)
-    lines = []
-    download(url, tmp_path / "a.zip", progress=lines.append, **FAST)
+    with captured_logs() as lines:
+        download(url, tmp_path / "a.zip", **FAST)
     assert len(lines) > 5
     assert all(not re.search(r"[\x00-\x1f\x7f]", line) for line in lines)
     assert any(f"of {len(DATA):,} bytes" in line and "MB/s" in line for line in lines)
@@ -320,8 +321,8 @@ def test_progress_lines_are_plain_text(server, tmp_path, monkeypatch):
 
 def test_progress_is_throttled(local_source, tmp_path, monkeypatch):
     monkeypatch.setattr(download_module, "CHUNK_BYTES", 64 * 1024)
-    lines = []
-    download(str(local_source), tmp_path / "a.zip", progress=lines.append, **FAST)
+    with captured_logs() as lines:
+        download(str(local_source), tmp_path / "a.zip", **FAST)
     assert len(lines) == 1 and "complete" in lines[0]
 
 

@@ -67,7 +67,7 @@ def test_folds_are_balanced_and_split_every_labelled_trial_once():
 
 
 def test_training_folds_read_the_stores_hashes_and_fall_back_to_exact_repeats(tmp_path):
-    from factories import make_store
+    from factories import captured_logs, make_store
 
     from sensorium_pipeline.placement import load_sources
     from sensorium_pipeline.folds import fold_rows
@@ -75,8 +75,8 @@ def test_training_folds_read_the_stores_hashes_and_fall_back_to_exact_repeats(tm
 
     stores = [make_store(tmp_path / "a", mouse="mouse-a", seed=1), make_store(tmp_path / "b", mouse="mouse-b", seed=2)]
     data = load_sources(stores, mode="ram")
-    messages: list[str] = []
-    fold_rows(stores, data, 3, 0, 0, "phash", 4, messages.append)
+    with captured_logs() as messages:
+        fold_rows(stores, data, 3, 0, 0, "phash", 4)
     assert any("exact repeats only" in m for m in messages)  # no hashes in these stores
 
     rng = np.random.default_rng(0)
@@ -89,6 +89,6 @@ def test_training_folds_read_the_stores_hashes_and_fall_back_to_exact_repeats(tm
     trials.loc[0, "video_phash"] = shared ^ 1
     trials.to_parquet(stores[1] / TRIALS_NAME)
     for fold in range(3):
-        rows = fold_rows(stores, data, 3, 0, fold, "phash", 4, messages.append)
+        rows = fold_rows(stores, data, 3, 0, fold, "phash", 4)
         in_val = [0 in rows[m][1] for m in ("mouse-a", "mouse-b")]
         assert in_val[0] == in_val[1], fold

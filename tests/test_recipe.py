@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from factories import make_store, withhold_responses
+from factories import captured_logs, make_store, withhold_responses
 from sensorium_pipeline.placement import load_sources
 from sensorium_pipeline.sampler import WindowSampler
 from sensorium_pipeline.distill import DistillConfig, Teacher
@@ -42,11 +42,12 @@ def stores(tmp_path_factory):
 
 
 def run(stores, out, log=None, labelled_tiers=("train", "oracle"), **training):
-    return train(
-        stores, MODEL, TrainConfig(**{**BASE, **training}), fold=0, n_folds=2, out_model=out / "model.pt",
-        out_metrics_csv=out / "metrics.csv", checkpoint_dir=out / "checkpoints", log=log or (lambda m: None),
-        labelled_tiers=labelled_tiers,
-    )
+    """Train; ``log`` sees every line the package logs."""
+    with captured_logs(log):
+        return train(
+            stores, MODEL, TrainConfig(**{**BASE, **training}), fold=0, n_folds=2, out_model=out / "model.pt",
+            out_metrics_csv=out / "metrics.csv", checkpoint_dir=out / "checkpoints", labelled_tiers=labelled_tiers,
+        )
 
 
 def _model(sources, seed=0):
@@ -155,10 +156,10 @@ def test_mixed_raw_training_resumes_bit_identically_and_records_its_targets(stor
         if line.startswith("epoch 2/"):
             raise Interrupt
 
-    with pytest.raises(Interrupt):
+    with pytest.raises(Interrupt), captured_logs(stop):
         train(stores, MODEL, TrainConfig(**{**BASE, **recipe}), fold=0, n_folds=2,
               out_model=tmp_path / "resumed" / "model.pt", out_metrics_csv=tmp_path / "resumed" / "metrics.csv",
-              checkpoint_dir=tmp_path / "resumed" / "checkpoints", log=stop)
+              checkpoint_dir=tmp_path / "resumed" / "checkpoints")
     assert run(stores, tmp_path / "resumed", **recipe) == full
     a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)["state_dict"]
@@ -182,9 +183,10 @@ def test_patience_running_out_restores_the_best_weights_until_the_decay_steps_ar
     # nothing beats the first epoch by 1.0: every later epoch runs out of patience (1)
     training = dict(max_epochs=10, patience=1, lr_decay_steps=3, restore_best=True, improvement_threshold=1.0,
                     scheduler="plateau", plateau_patience=0, lr=0.01)
-    summary = train(stores, MODEL, TrainConfig(**{**BASE, **training}), fold=0, n_folds=2,
-                    out_model=tmp_path / "model.pt", out_metrics_csv=tmp_path / "metrics.csv",
-                    checkpoint_dir=tmp_path / "checkpoints", log=keep)
+    with captured_logs(keep):
+        summary = train(stores, MODEL, TrainConfig(**{**BASE, **training}), fold=0, n_folds=2,
+                        out_model=tmp_path / "model.pt", out_metrics_csv=tmp_path / "metrics.csv",
+                        checkpoint_dir=tmp_path / "checkpoints")
     assert summary["epochs"] == 4 and summary["best_epoch"] == 0
     assert sum("best weights restored" in line for line in lines) == 2
     assert "stopping early" in [line for line in lines if line.startswith("epoch ")][-1]

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from factories import make_store
+from factories import captured_logs, make_store
 from sensorium_pipeline.cutmix import CutMixPlan
 from sensorium_pipeline.placement import load_sources
 from sensorium_pipeline.sampler import WindowSampler
@@ -55,18 +55,20 @@ def stores(tmp_path_factory):
     return [make_store(root / "a", mouse="mouse-a", seed=1), make_store(root / "b", mouse="mouse-b", n_neurons=7, seed=2)]
 
 
-def run(stores, out, training=TRAINING, **kwargs):
-    return train(
-        stores,
-        MODEL,
-        training,
-        fold=1,
-        n_folds=2,
-        out_model=out / "model.pt",
-        out_metrics_csv=out / "metrics.csv",
-        checkpoint_dir=out / "checkpoints",
-        **{"log": lambda msg: None, **kwargs},
-    )
+def run(stores, out, training=TRAINING, log=None, **kwargs):
+    """Train; ``log`` sees every line the package logs."""
+    with captured_logs(log):
+        return train(
+            stores,
+            MODEL,
+            training,
+            fold=1,
+            n_folds=2,
+            out_model=out / "model.pt",
+            out_metrics_csv=out / "metrics.csv",
+            checkpoint_dir=out / "checkpoints",
+            **kwargs,
+        )
 
 
 def test_folds_keep_repeats_of_a_stimulus_together():

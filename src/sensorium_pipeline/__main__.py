@@ -107,7 +107,7 @@ def cmd_inspect(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
     from .integrity import verify_store
 
-    return verify_store(args.store, progress=lambda msg: print(msg, file=sys.stderr))
+    return verify_store(args.store)
 
 
 def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
@@ -187,7 +187,8 @@ def cmd_validate(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
     import tempfile
 
-    from .evaluate import SCORED_TIERS, evaluate
+    from .evaluate import evaluate
+    from .layout import SCORED_TIERS
     from .predictions import load_predictions
 
     stores = _stores(args.store)
@@ -250,9 +251,29 @@ def cmd_summary(args: argparse.Namespace) -> None:
 
 
 def _add_window(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--skip-first", type=int, default=50, help="frames skipped at a trial's start (50)")
-    parser.add_argument("--max-frames", type=int, default=300, help="frames of a trial at most (300)")
-    parser.add_argument("--skip-last", type=int, default=1, help="frames dropped before max-frames (1: 249 scored)")
+    from .metrics import EvaluationWindow
+
+    w = EvaluationWindow()
+    parser.add_argument("--skip-first", type=int, default=w.skip_first,
+                        help=f"frames skipped at a trial's start ({w.skip_first})")
+    parser.add_argument("--max-frames", type=int, default=w.max_frames, help=f"frames of a trial at most ({w.max_frames})")
+    parser.add_argument("--skip-last", type=int, default=w.skip_last,
+                        help=f"frames dropped before max-frames ({w.skip_last})")
+
+
+def _add_store_options(parser: argparse.ArgumentParser, *, source: str, workers: bool) -> None:
+    """The ``conversion.*`` options of a store-writing command, with the writer's defaults."""
+    from .store_writer import COMPRESSIONS, STORE_DTYPES, StoreOptions
+
+    o = StoreOptions()
+    parser.add_argument("--dtype", choices=STORE_DTYPES, default=o.dtype, help=f"dtype of the stored arrays ({o.dtype})")
+    parser.add_argument("--chunk-frames", type=int, default=o.chunk_frames, help=f"frames per Zarr chunk ({o.chunk_frames})")
+    parser.add_argument("--verify-trials", type=int, default=o.verify_trials,
+                        help=f"trials re-read and compared with the {source} ({o.verify_trials})")
+    if workers:
+        parser.add_argument("--workers", type=int, default=o.workers, help=f"conversion threads ({o.workers})")
+    parser.add_argument("--compression", choices=list(COMPRESSIONS), default=o.compression,
+                        help=f"codec of the per-trial arrays ({o.compression})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -288,8 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Writes <out>/<mouse>.zip and <out>/<mouse>.solutions.parquet (noise-free rates and "
         "withheld responses). Settings are the fields of SimulationConfig.",
     )
-    p.add_argument("--mouse", default="dynamic90001-1-1-Simulated-5e1a0c3d", help="folder name of the archive")
-    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the same archive")
+    from .simulate.config import SimulationConfig
+
+    simulated = SimulationConfig()
+    p.add_argument("--mouse", default=simulated.mouse, help="folder name of the archive")
+    p.add_argument("--seed", type=int, default=simulated.seed, help="random seed: the same seed writes the same archive")
     p.add_argument("--config", help="YAML file of SimulationConfig fields")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="one field, e.g. --set n_neurons=500")
     p.add_argument("--out", required=True, help="output folder")
@@ -302,13 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("archive", help="an archive in the official layout (.zip)")
     p.add_argument("out", help="store folder to create, e.g. results/data/<mouse>")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="dtype of the stored arrays")
-    p.add_argument("--chunk-frames", type=int, default=50, help="frames per Zarr chunk (50)")
-    p.add_argument("--verify-trials", type=int, default=8, help="trials re-read and compared with the archive (8)")
-    p.add_argument("--workers", type=int, default=2, help="conversion threads (2)")
-    p.add_argument(
-        "--compression", choices=["lz4", "none"], default="lz4", help="codec of the per-trial arrays (lz4)"
-    )
+    _add_store_options(p, source="archive", workers=True)
     p.set_defaults(run=cmd_convert)
 
     p = commands.add_parser(
@@ -319,7 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("store", help="a converted mouse, e.g. results/data/<mouse>")
     p.add_argument("dest", help="dataset folder to create, e.g. results/deeplake/<mouse>")
-    p.add_argument("--verify-trials", type=int, default=8)
+    from .store_writer import StoreOptions
+
+    p.add_argument("--verify-trials", type=int, default=StoreOptions.verify_trials,
+                   help=f"rows read back and compared with the store ({StoreOptions.verify_trials})")
     p.set_defaults(run=cmd_deeplake_export)
 
     p = commands.add_parser(
@@ -331,12 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="dataset folder (or deeplake:<folder>)")
     p.add_argument("store", help="store folder to create, e.g. results/data/<mouse>")
     p.add_argument("--mouse", help="expected mouse name (checked against the dataset's metadata)")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--chunk-frames", type=int, default=50)
-    p.add_argument("--verify-trials", type=int, default=8)
-    p.add_argument(
-        "--compression", choices=["lz4", "none"], default="lz4", help="codec of the per-trial arrays (lz4)"
-    )
+    _add_store_options(p, source="dataset", workers=False)
     p.set_defaults(run=cmd_deeplake_ingest)
 
     p = commands.add_parser(

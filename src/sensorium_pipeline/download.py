@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.client
+import logging
 import os
 import re
 import sys
@@ -28,7 +29,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -36,6 +36,8 @@ from typing import BinaryIO
 from . import __version__
 from .atomic import write_text_atomic
 from .errors import DownloadError
+
+logger = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 20  # read, write and hash in 1 MiB pieces
 BACKOFF_S = 2.0  # first retry delay; doubles with each failure in a row
@@ -52,7 +54,6 @@ RETRY_STATUSES = frozenset({408, 429})  # 4xx that are worth asking again; every
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
 
-Progress = Callable[[str], None]
 
 
 # --- checksum files --------------------------------------------------------------------------
@@ -100,7 +101,6 @@ def download(
     sha256: str | None = None,
     retries: int = 4,
     timeout_s: float = 60,
-    progress: Progress | None = None,
     backoff_s: float = BACKOFF_S,
 ) -> str:
     """Fetch ``url`` to ``dest`` and return the hex sha256 of what arrived.
@@ -112,7 +112,7 @@ def download(
     complete, verified file. ``retries``: how often a failed attempt is retried (with
     ``backoff_s`` doubling each time) before giving up; the count restarts whenever an
     attempt brings new bytes. ``timeout_s``: socket timeout per request;
-    ``progress``: gets plain-text lines (bytes, total, MB/s) at most every
+    progress goes to this module's logger as plain-text lines (bytes, total, MB/s) at most every
     :data:`PROGRESS_INTERVAL_S` seconds, plus notes on resumes and retries.
     """
     expected = _expected_digest(url, sha256)
@@ -121,18 +121,17 @@ def download(
     source = _source(url)
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    report = progress or _ignore
     part = _Partial(dest.with_name(dest.name + PART_SUFFIX))
     if part.size:
-        report(f"{dest.name}: resuming {part.path.name} at byte {part.size:,}")
-    meter = _Meter(dest.name, report)
+        logger.info(f"{dest.name}: resuming {part.path.name} at byte {part.size:,}")
+    meter = _Meter(dest.name)
 
     failures = attempts = 0
     while True:
         attempts += 1
         before = part.size
         try:
-            _transfer(source, part, timeout_s, meter, report)
+            _transfer(source, part, timeout_s, meter)
             break
         except _Transient as error:
             failures = 1 if part.size > before else failures + 1
@@ -145,7 +144,7 @@ def download(
             delay = min(backoff_s * 2 ** (failures - 1), BACKOFF_MAX_S)
             if error.retry_after_s is not None:
                 delay = min(max(delay, error.retry_after_s), BACKOFF_MAX_S)
-            report(
+            logger.info(
                 f"{dest.name}: attempt {attempts} failed ({error}); "
                 f"retry {failures} of {retries} in {delay:.1f} s from byte {part.size:,}"
             )
@@ -162,10 +161,6 @@ def download(
         )
     os.replace(part.path, dest)
     return digest
-
-
-def _ignore(message: str) -> None:
-    pass
 
 
 def _attempts(n: int) -> str:
@@ -254,9 +249,8 @@ class _Partial:
 class _Meter:
     """Plain-text progress lines, throttled so a SLURM log stays readable."""
 
-    def __init__(self, name: str, report: Progress) -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
-        self.report = report
         self.started = self.last = time.monotonic()
         self.transferred = 0  # bytes received by this call (not the resumed ones): the speed
         self.total: int | None = None
@@ -266,11 +260,11 @@ class _Meter:
         now = time.monotonic()
         if now - self.last >= PROGRESS_INTERVAL_S:
             self.last = now
-            self.report(f"{self.name}: {self._amount(size)}, {self._speed(now):.1f} MB/s")
+            logger.info(f"{self.name}: {self._amount(size)}, {self._speed(now):.1f} MB/s")
 
     def final(self, size: int) -> None:
         elapsed = time.monotonic() - self.started
-        self.report(
+        logger.info(
             f"{self.name}: complete, {size:,} bytes; {self.transferred:,} received in {elapsed:.1f} s, "
             f"{self._speed(time.monotonic()):.1f} MB/s"
         )
@@ -400,12 +394,12 @@ def _source(url: str) -> _Local | _Http:
     raise DownloadError(url, f"unsupported URL scheme {parts.scheme!r}; expected https://, http://, file:// or a path")
 
 
-def _transfer(source: _Local | _Http, part: _Partial, timeout_s: float, meter: _Meter, report: Progress) -> None:
+def _transfer(source: _Local | _Http, part: _Partial, timeout_s: float, meter: _Meter) -> None:
     """One attempt: append the rest of the source to the partial file, or raise :class:`_Transient`."""
     part.check()
     opened = source.open(part.size, timeout_s)
     if opened.restart:
-        report(f"{meter.name}: starting over, {opened.restart}")
+        logger.info(f"{meter.name}: starting over, {opened.restart}")
         part.reset()
         opened = source.open(0, timeout_s)
         if opened.restart:  # even a fresh request was answered oddly
@@ -415,7 +409,7 @@ def _transfer(source: _Local | _Http, part: _Partial, timeout_s: float, meter: _
     assert opened.stream is not None
     with opened.stream as stream:
         if opened.start != part.size:  # a server that ignored our Range request sends it all again
-            report(f"{meter.name}: the server sent the whole file instead of resuming at byte {part.size:,}")
+            logger.info(f"{meter.name}: the server sent the whole file instead of resuming at byte {part.size:,}")
             part.reset()
         meter.total = opened.total
         with open(part.path, "ab") as out:

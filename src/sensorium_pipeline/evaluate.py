@@ -30,7 +30,7 @@ import pandas as pd
 
 from .atomic import atomic_path, write_text_atomic
 from .errors import ConfigError, PredictionError
-from .layout import BONUS_TIERS, FINAL_BONUS, FINAL_MAIN, LIVE_BONUS, LIVE_MAIN, ORACLE, TIERS
+from .layout import BONUS_TIERS, FINAL_BONUS, FINAL_MAIN, LIVE_BONUS, LIVE_MAIN, SCORED_TIERS, TIERS
 from .metrics import (
     FEV_THRESHOLD,
     EvaluationWindow,
@@ -43,9 +43,8 @@ from .predictions import Predictions, load_predictions
 from .solutions import SOLUTION_COLUMNS, SolutionsError, read_solutions
 from .store import MouseStore, open_mouse
 
-log = logging.getLogger("sensorium_pipeline")
+logger = logging.getLogger(__name__)
 
-SCORED_TIERS: tuple[str, ...] = (ORACLE, LIVE_MAIN, LIVE_BONUS, FINAL_MAIN, FINAL_BONUS)
 #: The leaderboard tracks: which tier is the live and which the final stage.
 TRACKS: dict[str, dict[str, str]] = {
     "main": {"live": LIVE_MAIN, "final": FINAL_MAIN},
@@ -278,7 +277,7 @@ def evaluate_mouse(
             result["no_solutions"].append(tier)
             continue
         if tier not in set(preds.tiers.tolist()):
-            log.warning("%s: no predictions of tier %s; it is not scored", source, tier)
+            logger.warning("%s: no predictions of tier %s; it is not scored", source, tier)
             result["no_predictions"].append(tier)
             continue
         trial_ids = [int(t) for t in rows["trial_indices"]]
@@ -349,7 +348,7 @@ def solutions_from_store(store: MouseStore, tiers: Sequence[str] = SCORED_TIERS)
         if released:
             rows.extend(tier_rows)
         elif tier_rows:
-            log.info("%s: responses of tier %s are withheld (all zero); not scored", store.path, tier)
+            logger.info("%s: responses of tier %s are withheld (all zero); not scored", store.path, tier)
     frame = pd.DataFrame(rows, columns=list(SOLUTION_COLUMNS))
     return frame.astype({"trial_indices": "int64"}) if not frame.empty else frame
 
@@ -479,7 +478,7 @@ def evaluate(
         neurons["mouse"] = mouse
         per_mouse[mouse] = result
         frames.append(neurons)
-        log.info("%s: %s", mouse, {t: round(s[RANKING_METRIC], 4) for t, s in result["tiers"].items()})
+        logger.info("%s: %s", mouse, {t: round(s[RANKING_METRIC], 4) for t, s in result["tiers"].items()})
     tier_summary = _aggregate(per_mouse, tiers)
     report = _json_ready(
         {

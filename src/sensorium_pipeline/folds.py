@@ -14,9 +14,10 @@ The perceptual-hash neighbours come from :func:`phash_groups` over the hashes th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,8 @@ from .store import open_mouse
 
 if TYPE_CHECKING:
     from .sources import WindowSource
+
+logger = logging.getLogger(__name__)
 
 UNLABELLED = -1
 GROUPINGS = ("phash", "stimulus")
@@ -180,7 +183,7 @@ def pooled_folds(
 
 
 def near_duplicate_groups(
-    store_dirs: Sequence[str | Path], data: Mapping[str, WindowSource], max_distance: int, log: Callable[[str], Any]
+    store_dirs: Sequence[str | Path], data: Mapping[str, WindowSource], max_distance: int
 ) -> dict[str, np.ndarray] | None:
     """Perceptual-hash groups of the labelled trials of every mouse, made over the pooled hashes
     (so a video shown to two mice is one group); ``None`` (exact repeats only) when a store
@@ -191,7 +194,7 @@ def near_duplicate_groups(
         try:
             values = np.asarray(store.video_phash(), dtype=np.int64)
         except StoreError as exc:
-            log(f"{path}: no perceptual video hashes ({exc}); folds group exact repeats only")
+            logger.info(f"{path}: no perceptual video hashes ({exc}); folds group exact repeats only")
             return None
         by_id = dict(zip(store.trials["trial_id"].tolist(), values.tolist(), strict=True))
         hashes[store.mouse] = np.array([by_id[t] for t in data[store.mouse].trial_ids.tolist()], dtype=np.int64)
@@ -208,7 +211,6 @@ def fold_rows(
     fold: int,
     grouping: str,
     phash_distance: int,
-    log: Callable[[str], Any] = print,
     tiers: Sequence[str] = LABELLED_TIERS,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``(train_rows, validation_rows)`` of every mouse for ``fold``, over its trials of the
@@ -218,6 +220,6 @@ def fold_rows(
     if grouping not in GROUPINGS:
         raise ConfigError(f"training.fold_grouping: {grouping!r} is not one of {list(GROUPINGS)}")
     tables = {m: pd.DataFrame({"tier": d.tiers, "stimulus_group": d.stimulus_groups}) for m, d in data.items()}
-    near = near_duplicate_groups(store_dirs, data, phash_distance, log) if grouping == "phash" else None
+    near = near_duplicate_groups(store_dirs, data, phash_distance) if grouping == "phash" else None
     folds = pooled_folds(tables, n_folds, seed, near, tiers=tiers)
     return {m: split_rows(folds[m], fold) for m in sorted(data)}

@@ -12,8 +12,8 @@ Snakemake only compares timestamps, and Zarr reads a deleted shard back as its f
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,8 @@ import numpy as np
 from .errors import StoreError
 from .layout import MODALITIES
 from .store import HASH_COLUMNS, REPAIR, TRIALS_NAME, ZARR_NAME, MouseStore, missing_rows, open_mouse, row_digest
+
+logger = logging.getLogger(__name__)
 
 #: Problems named in the error message (all are in the report).
 MAX_LISTED = 5
@@ -43,12 +45,11 @@ def shard_report(store: MouseStore) -> dict[str, Any]:
     }
 
 
-def verify_store(path: str | Path, *, progress: Callable[[str], object] | None = None) -> dict[str, Any]:
+def verify_store(path: str | Path) -> dict[str, Any]:
     """Check every shard is present and every row matches its recorded hash.
 
     Returns a report; raises :class:`StoreError` listing the first problems when there is any.
     """
-    say = progress or (lambda message: None)
     start = time.perf_counter()
     store = open_mouse(path)
     report = shard_report(store)
@@ -77,7 +78,7 @@ def verify_store(path: str | Path, *, progress: Callable[[str], object] | None =
                 if digest != expected[row]:
                     mismatched += 1
                     problems.append(f"{modality} row {row} (trial {int(trial_ids[row])}): content differs from its hash")
-            say(f"verified {modality}: {len(store.trials) - len(skip)} rows")
+            logger.info(f"verified {modality}: {len(store.trials) - len(skip)} rows")
         report["hash_mismatches"] = mismatched
     report.update(
         {"store": str(store.path), "ok": not problems, "problems": problems,

@@ -34,6 +34,8 @@ LABELLED_TIERS: tuple[str, ...] = (TRAIN, ORACLE)
 TEST_TIERS: tuple[str, ...] = (LIVE_MAIN, FINAL_MAIN, LIVE_BONUS, FINAL_BONUS)
 MAIN_TIERS: tuple[str, ...] = (LIVE_MAIN, FINAL_MAIN)
 BONUS_TIERS: tuple[str, ...] = (LIVE_BONUS, FINAL_BONUS)
+#: The tiers a submission is scored on (predicted and evaluated by default).
+SCORED_TIERS: tuple[str, ...] = (ORACLE, LIVE_MAIN, LIVE_BONUS, FINAL_MAIN, FINAL_BONUS)
 
 #: Natural-video trials have this many valid frames; the scorer cuts every trial here.
 MAX_FRAMES = 300

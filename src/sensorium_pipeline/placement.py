@@ -61,11 +61,11 @@ def available_device_memory(device: torch.device) -> int | None:
 
 
 def released_tiers(
-    store: MouseStore, tiers: Sequence[str], *, probes: int = 4, log: Any = None
+    store: MouseStore, tiers: Sequence[str], *, probes: int = 4
 ) -> list[str]:
     """The tiers of ``tiers`` whose responses the archive releases. Withheld test responses are
     all zeros (the new mice's test tiers), so a tier whose ``probes`` evenly spaced trials are
-    all zero is left out, with a note to ``log``; a tier with no trial is kept (it adds none)."""
+    all zero is left out, with a note in the log; a tier with no trial is kept (it adds none)."""
     trials = store.trials
     usable = store.usable_frames()
     array = store.array("responses")
@@ -76,8 +76,7 @@ def released_tiers(
         if len(rows):
             picked = np.unique(np.linspace(0, len(rows) - 1, min(probes, len(rows))).round().astype(np.int64))
             if not any(np.any(np.nan_to_num(np.asarray(array[int(rows[i]), : int(frames[i])])) != 0) for i in picked):
-                if log is not None:
-                    log(f"{store.path}: responses of tier {tier} are withheld (all zero); not trained on")
+                logger.info(f"{store.path}: responses of tier {tier} are withheld (all zero); not trained on")
                 continue
         kept.append(tier)
     return kept
@@ -92,7 +91,6 @@ def load_sources(
     response_dtype: str = "float32",
     max_frames: int = MAX_FRAMES,
     memory_fraction: float = MEMORY_FRACTION,
-    log: Any = None,
     inputs: str = "official",
     targets: str = "normalized",
 ) -> dict[str, MouseData | DeviceMouse | ZarrMouse]:
@@ -108,7 +106,6 @@ def load_sources(
     if mode not in MODES:
         raise ConfigError(f"data mode: {mode!r} is not one of {list(MODES)}")
     device = torch.device(device)
-    say = log or (lambda message: None)
     ram_left = available_ram() * memory_fraction
     device_free = available_device_memory(device)
     device_left = None if device_free is None else device_free * memory_fraction
@@ -125,7 +122,7 @@ def load_sources(
                 chosen, ram_left = "ram", ram_left - need
             else:
                 chosen = "lazy"
-            say(f"{store.mouse}: {need / 2**30:.2f} GiB held -> {chosen}")
+            logger.info(f"{store.mouse}: {need / 2**30:.2f} GiB held -> {chosen}")
         if chosen == "lazy":
             source: Any = open_lazy(store, mouse_tiers, max_frames=max_frames, inputs=inputs, targets=targets)
         else:

@@ -23,6 +23,7 @@ responses (``training.targets: raw``, as the reference) predicts raw units, whic
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,14 +32,15 @@ import torch
 
 from .devices import resolve_device
 from .errors import ConfigError, PredictionError
-from .layout import BONUS_TIERS, MAIN_TIERS, ORACLE
+from .layout import SCORED_TIERS
 from .models import load_trained
 from .normalize import response_precision
 from .predictions import Predictions
 from .sources import WindowSource, load_mouse
 from .store import open_mouse
 
-DEFAULT_TIERS: tuple[str, ...] = (ORACLE, *MAIN_TIERS, *BONUS_TIERS)
+logger = logging.getLogger(__name__)
+
 #: Trials whose sums are held at once (bounds memory to a few trials' worth of float64).
 ROWS_PER_CHUNK = 16
 
@@ -145,14 +147,13 @@ def predict_windows(
 def predict_mouse(
     model_path: str | Path,
     store_dir: str | Path,
-    tiers: Sequence[str] | None = DEFAULT_TIERS,
+    tiers: Sequence[str] | None = SCORED_TIERS,
     *,
     window_frames: int | None = None,
     stride: int | None = None,
     device: str = "auto",
     threads: int | None = None,
     batch_size: int = 8,
-    log=None,
 ) -> Predictions:
     """Predict every usable frame of the trials of ``tiers`` of one converted mouse, in the
     official normalised units.
@@ -163,7 +164,7 @@ def predict_mouse(
     targets are multiplied by the official per-frame precision."""
     if threads is not None:
         torch.set_num_threads(int(threads))
-    tiers = tuple(tiers) if tiers else DEFAULT_TIERS
+    tiers = tuple(tiers) if tiers else SCORED_TIERS
     torch_device = resolve_device(device)
     trained = load_trained(model_path, torch_device)
     model = trained.model
@@ -189,8 +190,7 @@ def predict_mouse(
         if precision is not None:
             out = out * precision[None, : out.shape[1]]
         values[rows, : out.shape[1]] = out
-        if log is not None:
-            log(f"{data.mouse}: predicted {rows[-1] + 1}/{data.n_trials} trials")
+        logger.info(f"{data.mouse}: predicted {rows[-1] + 1}/{data.n_trials} trials")
     return Predictions(
         mouse=data.mouse,
         trial_ids=data.trial_ids,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import pickle
 import time
@@ -39,21 +40,23 @@ import yaml
 from .atomic import atomic_path, write_text_atomic
 from .cutmix import CutMixPlan
 from .devices import DEVICES, resolve_device
-from .normalizer import TARGETS
-from .placement import MODES, load_sources, released_tiers
-from .sampler import BATCHINGS, WindowSampler, Windows
-from .sources import Batch, WindowSource
 from .distill import DistillConfig, Teacher, other_mice
 from .ema import ModelEma
 from .errors import ConfigError, PathError
 from .folds import fold_rows
-from .learning_check import learning_warning
 from .layout import LABELLED_TIERS, TEST_TIERS, TIERS, VIDEO_HEIGHT, VIDEO_WIDTH
+from .learning_check import learning_warning
 from .losses import POISSON_EPS, poisson_nll
 from .metrics import corr
 from .models import ModelConfig, MouseMeta, build_model, save_trained
 from .models.config import reject_unknown
+from .normalizer import TARGETS
+from .placement import MODES, load_sources, released_tiers
 from .predict import predict_windows
+from .sampler import BATCHINGS, WindowSampler, Windows
+from .sources import Batch, WindowSource
+
+logger = logging.getLogger(__name__)
 
 SCHEDULERS = ("plateau", "cosine", "constant")
 MOUSE_SAMPLING = ("uniform", "trials")
@@ -341,7 +344,7 @@ _DAMAGED = (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError,
             AttributeError, TypeError, IndexError, OverflowError)
 
 
-def read_checkpoint(path: Path, log: Callable[[str], Any]) -> dict | None:
+def read_checkpoint(path: Path) -> dict | None:
     """The checkpoint at ``path``, or ``None`` when there is none. A file that cannot be read as
     one (truncated, overwritten, not a checkpoint) is moved aside to ``<name>.corrupt-<time>``
     with one log line saying so, and ``None`` is returned: the fold starts afresh."""
@@ -365,7 +368,7 @@ def read_checkpoint(path: Path, log: Callable[[str], Any]) -> dict | None:
             aside, n = path.with_name(f"{path.name}.corrupt-{stamp}-{n}"), n + 1
         os.replace(path, aside)
         reason = (str(exc).strip().splitlines() or [""])[0][:200]
-        log(f"{path}: corrupt checkpoint ({type(exc).__name__}: {reason}); moved to {aside}; the fold starts afresh")
+        logger.warning(f"{path}: corrupt checkpoint ({type(exc).__name__}: {reason}); moved to {aside}; the fold starts afresh")
         return None
 
 
@@ -662,7 +665,6 @@ def train(
     out_model: str | Path,
     out_metrics_csv: str | Path,
     checkpoint_dir: str | Path,
-    log: Callable[[str], Any] = print,
     *,
     fold_grouping: str = "phash",
     phash_distance: int = 8,
@@ -696,19 +698,19 @@ def train(
     inputs = getattr(model_config, "inputs", "official")
     tested = [t for t in labelled_tiers if t in TEST_TIERS]
     if tested:
-        log(f"training on the test tiers {tested} where an archive releases them: their local scores are not held out")
+        logger.info(f"training on the test tiers {tested} where an archive releases them: their local scores are not held out")
     data = load_sources(
-        store_dirs, lambda store: released_tiers(store, labelled_tiers, log=log), mode=cfg.data_mode, device=device,
-        log=log, inputs=inputs, targets=cfg.targets,
+        store_dirs, lambda store: released_tiers(store, labelled_tiers), mode=cfg.data_mode, device=device,
+        inputs=inputs, targets=cfg.targets,
     )
     mice = sorted(data)
     train_rows: dict[str, np.ndarray] = {}
     val_rows: dict[str, np.ndarray] = {}
     for mouse, (train_r, val_r) in fold_rows(
-        store_dirs, data, n_folds, cfg.seed, fold, fold_grouping, phash_distance, log, tiers=labelled_tiers
+        store_dirs, data, n_folds, cfg.seed, fold, fold_grouping, phash_distance, tiers=labelled_tiers
     ).items():
         train_rows[mouse], val_rows[mouse] = train_r, _validation_subset(val_r, cfg.val_max_trials)
-        log(f"{mouse}: {len(train_r)} training trials, {len(val_rows[mouse])} validation trials (fold {fold})")
+        logger.info(f"{mouse}: {len(train_r)} training trials, {len(val_rows[mouse])} validation trials (fold {fold})")
     metas = [
         MouseMeta(
             name=m,
@@ -736,7 +738,7 @@ def train(
         if teacher.target_kind != cfg.targets:
             raise ConfigError(f"distillation: the teachers {teacher.paths} were trained on {teacher.target_kind} "
                               f"targets, this stage trains on {cfg.targets} (training.targets must match)")
-        log(f"distilling from {teacher.paths} (weight {distill.weight}) into the readouts of {teacher.mice}")
+        logger.info(f"distilling from {teacher.paths} (weight {distill.weight}) into the readouts of {teacher.mice}")
     optimizer, plateau = _optimizer(model, cfg)
     ctx = _StepContext(
         model=model, cfg=cfg, skip=skip,
@@ -753,10 +755,10 @@ def train(
         best_state=_weights(ema.module if ema is not None else model),
     )
     checkpoint = checkpoint_dir / CHECKPOINT_NAME
-    saved = read_checkpoint(checkpoint, log)
+    saved = read_checkpoint(checkpoint)
     if saved is not None:
         _restore_checkpoint(run, saved, checkpoint)
-        log(f"resumed from {checkpoint} after epoch {run.state['epoch']} (best {run.state['best_score']:.4f})")
+        logger.info(f"resumed from {checkpoint} after epoch {run.state['epoch']} (best {run.state['best_score']:.4f})")
 
     while not run.state["done"] and run.state["epoch"] < cfg.max_epochs:
         epoch = run.state["epoch"]
@@ -779,7 +781,7 @@ def train(
         run.history.append(row)
         _save_checkpoint(checkpoint, run)
         _write_metrics(out_metrics_csv, run.history)
-        log(
+        logger.info(
             f"epoch {epoch + 1}/{cfg.max_epochs} step {row['step']}: loss {row['train_loss']:.4f} "
             f"val corr {score:.4f} (best {run.state['best_score']:.4f}) lr {lr:.2e} {row['seconds']:.1f}s" + note
         )
@@ -790,7 +792,7 @@ def train(
     run_dir = Path(out_model).parent  # results/models/<config>/fold<k>/model.pt
     warning = learning_warning(run.history, f"{run_dir.parent.name}/{run_dir.name}", mice)
     if warning is not None:
-        log(f"WARNING: {warning}")
+        logger.warning("%s", warning)
     evaluated = run.evaluated
     evaluated.load_state_dict(run.best_state)
     summary = {

@@ -9,10 +9,13 @@ from pathlib import Path
 import yaml
 from snakemake.utils import validate
 
+sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
+from sensorium_pipeline.config_defaults import fill_defaults  # noqa: E402
 
+# The library's defaults first (the schema types them but does not repeat them), then the schema's own.
+fill_defaults(config)
 validate(config, schema="../schemas/config.schema.yaml")
 
-sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
 from sensorium_pipeline import __version__ as CODE_VERSION  # noqa: E402  (a code change re-runs the rules that use it)
 from sensorium_pipeline.download import local_path  # noqa: E402
 from sensorium_pipeline.deeplake_url import dataset_path, is_deeplake_url, is_retired_url, retired_error  # noqa: E402

@@ -17,12 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ConfigError
+from .models.config import INPUTS
 from .normalize import behavior_scale, response_precision, video_normalizer
 from .store import MouseStore
-
-#: What the model's inputs are: the official normalisation, or the archive's raw values (grey
-#: levels 0-255, raw behaviour and pupil centre), as the 1st-place model was fed.
-INPUTS: tuple[str, ...] = ("official", "raw")
 #: What the responses are: ``normalized`` (x the official per-frame precision) or ``raw`` (as
 #: recorded; the training loss clips them at 0, validation multiplies by the precision).
 TARGETS: tuple[str, ...] = ("normalized", "raw")

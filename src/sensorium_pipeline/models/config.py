@@ -10,9 +10,6 @@ A model is four choices, each a small dataclass chosen by its ``type`` key::
       readout: {type: gaussian | factorized | dwiseneuro, ...}
       shifter: {hidden: 5, layers: 3}   # or null (no shifter)
       output: elu1 | softplus
-
-Older files wrote the factorised 3D core and its readout as flat keys (``core_channels``,
-``readout: gaussian``, ``shifter_hidden`` ...); :meth:`ModelConfig.from_dict` still reads them.
 """
 
 from __future__ import annotations
@@ -351,43 +348,6 @@ def _typed(kinds: dict[str, type], data: Any, section: str, default: str) -> Any
     return kinds[kind].from_dict(data)
 
 
-#: Flat keys of the first config format, and where they live now.
-_LEGACY_CORE = {
-    "core_channels": "channels",
-    "spatial_kernels": "spatial_kernels",
-    "temporal_kernels": "temporal_kernels",
-    "batch_norm_momentum": "batch_norm_momentum",
-}
-_LEGACY_READOUT = {
-    "position_hidden": "position_hidden",
-    "position_layers": "position_layers",
-    "init_sigma": "init_sigma",
-}
-_LEGACY_SHIFTER = {"shifter_hidden": "hidden", "shifter_layers": "layers"}
-
-
-def _from_legacy(data: dict[str, Any]) -> dict[str, Any]:
-    """Translate the flat first format (a factorised 3D core) to the nested one."""
-    core = {"type": "factorized3d"} | {new: data.pop(old) for old, new in _LEGACY_CORE.items() if old in data}
-    core.setdefault("padding", True)  # the first format's core kept the map size
-    core.setdefault("batch_norm_momentum", 0.1)
-    readout_type = data.pop("readout", "gaussian")
-    readout = {"type": readout_type}
-    for old, new in _LEGACY_READOUT.items():
-        if old in data:
-            value = data.pop(old)
-            if readout_type == "gaussian":
-                readout[new] = value
-    if readout_type == "gaussian":
-        readout.setdefault("position_layers", 2)
-        readout.setdefault("position_dims", 3)  # the first format fed all three coordinates
-    shifter = {new: data.pop(old) for old, new in _LEGACY_SHIFTER.items() if old in data}
-    hidden = shifter.get("hidden", 5)
-    data["core"], data["readout"] = core, readout
-    data["shifter"] = None if hidden == 0 else ShifterConfig(**shifter).to_dict()
-    return data
-
-
 @dataclass(frozen=True)
 class ModelConfig:
     """Inputs, core, readout, shifter and output nonlinearity of one model (see module doc)."""
@@ -468,12 +428,7 @@ class ModelConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
         if not isinstance(data, Mapping):
             raise ConfigError(f"model: expected a mapping, got {type(data).__name__}")
-        data = dict(data)
-        if "core" not in data and (
-            set(data) & {*_LEGACY_CORE, *_LEGACY_SHIFTER} or isinstance(data.get("readout"), str)
-        ):
-            data = _from_legacy(data)
-        return cls(**reject_unknown(cls, data, "model"))
+        return cls(**reject_unknown(cls, dict(data), "model"))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -25,7 +25,12 @@ from sensorium_pipeline.models.blocks import (
     channel_shuffle,
     cyclic_channels,
 )
-from sensorium_pipeline.models.config import DwiseNeuroCoreConfig, Factorized3dCoreConfig, Gru2dCoreConfig
+from sensorium_pipeline.models.config import (
+    DwiseNeuroCoreConfig,
+    DwiseNeuroReadoutConfig,
+    Factorized3dCoreConfig,
+    Gru2dCoreConfig,
+)
 from sensorium_pipeline.models.dwiseneuro import WHOLE_WINDOW, CortexBlock, DwiseNeuroCore, DwiseNeuroReadout
 from sensorium_pipeline.models.readouts import FactorizedReadout, translate
 from sensorium_pipeline.train import load_model_file
@@ -203,7 +208,7 @@ def test_channel_shuffle_interleaves_the_groups():
 
 
 def test_grouped_cortex_blocks_keep_time_and_groups_apart():
-    block = CortexBlock(8, 16, groups=2, drop_path=0.0).eval()
+    block = CortexBlock(8, 16, groups=2, drop_path=0.0, momentum=0.1).eval()
     x = torch.randn(3, 8, 5)
     assert block(x).shape == (3, 16, 5)
     # the grouped convolution sees only its own half of the inputs
@@ -243,9 +248,9 @@ def test_depthwise_convolutions_equal_depthwise_conv3d():
 
 
 def test_dwiseneuro_core_strides_first_widens_last_and_pools_to_vectors():
-    core = DwiseNeuroCore(
-        5, channels=(4, 8), depths=(2, 1), expansion=4, se_reduction=4, drop_path=0.3, cortex_channels=(8, 12)
-    )
+    core = DwiseNeuroCore(5, DwiseNeuroCoreConfig(
+        channels=(4, 8), depths=(2, 1), expansion=4, se_reduction=4, drop_path=0.3, cortex_channels=(8, 12)
+    ))
     assert [b.spatial.stride for b in core.blocks] == [2, 1, 2]
     # a group's last block widens to the next group's width; the last block keeps its width
     assert [(b.expand.in_channels, b.project.out_channels) for b in core.blocks] == [(4, 4), (4, 8), (8, 8)]
@@ -258,7 +263,7 @@ def test_dwiseneuro_core_strides_first_widens_last_and_pools_to_vectors():
 
 
 def test_dwiseneuro_readout_pads_an_odd_neuron_count_and_drops_whole_channels():
-    readout = DwiseNeuroReadout(8, 7, groups=2, dropout=0.5)
+    readout = DwiseNeuroReadout(8, 7, DwiseNeuroReadoutConfig(groups=2, dropout=0.5))
     assert readout.conv.weight.shape == (8, 4, 1) and readout.bias.shape == (8,)
     assert readout.eval()(torch.randn(3, 8, 5)).shape == (3, 5, 7)
     dropped = readout.dropout.train()(torch.ones(64, 8, 5))
@@ -305,21 +310,11 @@ def test_factorized_readout_reads_each_neuron_s_mask():
 # --- configuration ------------------------------------------------------------------------------
 
 
-def test_the_first_flat_format_still_reads_as_a_factorized3d_model():
-    legacy = ModelConfig.from_dict(
-        {
-            "core_channels": [6, 6],
-            "spatial_kernels": [5, 3],
-            "temporal_kernels": [5, 3],
-            "readout": "factorized",
-            "shifter_hidden": 0,
-            "downsample": 2,
-        }
-    )
-    assert legacy.core == Factorized3dCoreConfig(
-        channels=(6, 6), spatial_kernels=(5, 3), temporal_kernels=(5, 3), padding=True, batch_norm_momentum=0.1
-    )
-    assert legacy.readout.type == "factorized" and legacy.shifter is None and legacy.downsample == 2
+def test_the_retired_flat_format_is_refused_naming_its_key():
+    """The flat first format (``core_channels``, ``shifter_hidden``, ...) is no longer read."""
+    for key, value in (("core_channels", [6, 6]), ("shifter_hidden", 0)):
+        with pytest.raises(ConfigError, match=key):
+            ModelConfig.from_dict({key: value, "downsample": 2})
 
 
 @pytest.mark.parametrize(

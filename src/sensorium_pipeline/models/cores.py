@@ -22,13 +22,12 @@ The DwiseNeuro core (not causal) lives in :mod:`.dwiseneuro`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import regularizers
+from .config import Factorized3dCoreConfig, Gru2dCoreConfig
 
 
 def _init_conv(module: nn.Module) -> None:
@@ -50,8 +49,8 @@ class Factorized3dLayer(nn.Module):
         spatial_kernel: int,
         temporal_kernel: int,
         *,
-        padding: bool = False,
-        momentum: float = 0.7,
+        padding: bool,
+        momentum: float,
     ) -> None:
         super().__init__()
         pad = spatial_kernel // 2 if padding else 0
@@ -71,19 +70,10 @@ class Factorized3dCore(nn.Module):
     penalties on the first layer's filters (:meth:`regularizer`; 10 and 0.01 in the baseline).
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        channels: Sequence[int],
-        spatial_kernels: Sequence[int],
-        temporal_kernels: Sequence[int],
-        *,
-        padding: bool = False,
-        momentum: float = 0.7,
-        spatial_laplace: float = 0.0,
-        temporal_laplace: float = 0.0,
-    ) -> None:
+    def __init__(self, in_channels: int, config: Factorized3dCoreConfig) -> None:
         super().__init__()
+        channels, spatial_kernels, temporal_kernels = config.channels, config.spatial_kernels, config.temporal_kernels
+        padding, momentum = config.padding, config.batch_norm_momentum
         widths = [in_channels, *channels]
         self.layers = nn.Sequential(
             *(
@@ -98,8 +88,8 @@ class Factorized3dCore(nn.Module):
         self.context_frames = sum(k - 1 for k in temporal_kernels)
         self.lookahead_frames = 0
         self._shrink = 0 if padding else sum(k - 1 for k in spatial_kernels)
-        self.spatial_laplace = float(spatial_laplace)
-        self.temporal_laplace = float(temporal_laplace)
+        self.spatial_laplace = float(config.spatial_laplace)
+        self.temporal_laplace = float(config.temporal_laplace)
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         return height - self._shrink, width - self._shrink
@@ -130,9 +120,9 @@ class Stacked2dLayer(nn.Module):
         *,
         padding: int,
         bias: bool,
-        depth_separable: bool = False,
-        activation: bool = True,
-        momentum: float = 0.9,
+        depth_separable: bool,
+        activation: bool,
+        momentum: float,
     ) -> None:
         super().__init__()
         if depth_separable:
@@ -199,25 +189,11 @@ class Gru2dCore(nn.Module):
     the reference does).
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        channels: Sequence[int],
-        input_kernel: int,
-        hidden_kernel: int,
-        *,
-        depth_separable: bool = False,
-        pad_input: bool = False,
-        final_nonlinearity: bool = False,
-        gru_channels: int = 64,
-        gru_input_kernel: int = 7,
-        gru_kernel: int = 7,
-        burn_in_frames: int = 10,
-        momentum: float = 0.9,
-        input_laplace: float = 0.0,
-        hidden_group_sparsity: float = 0.0,
-    ) -> None:
+    def __init__(self, in_channels: int, config: Gru2dCoreConfig) -> None:
         super().__init__()
+        c = config
+        channels, input_kernel, hidden_kernel, pad_input = c.channels, c.input_kernel, c.hidden_kernel, c.pad_input
+        depth_separable, momentum = c.depth_separable, c.batch_norm_momentum
         widths = [in_channels, *channels]
         n = len(channels)
         self.layers = nn.Sequential(
@@ -229,21 +205,21 @@ class Gru2dCore(nn.Module):
                     padding=(input_kernel // 2 if pad_input else 0) if i == 0 else hidden_kernel // 2,
                     bias=i > 0,
                     depth_separable=depth_separable and i > 0,
-                    activation=final_nonlinearity or i < n - 1,
+                    activation=c.final_nonlinearity or i < n - 1,
                     momentum=momentum,
                 )
                 for i in range(n)
             )
         )
         self.layers.apply(_init_conv)
-        self.gru = ConvGRU(widths[-1], gru_channels, gru_input_kernel, gru_kernel)
-        self.out_channels = gru_channels
-        self.context_frames = burn_in_frames
+        self.gru = ConvGRU(widths[-1], c.gru_channels, c.gru_input_kernel, c.gru_kernel)
+        self.out_channels = c.gru_channels
+        self.context_frames = c.burn_in_frames
         self.lookahead_frames = 0
         self.depth_separable = depth_separable
         self._shrink = 0 if pad_input else input_kernel - 1
-        self.input_laplace = float(input_laplace)
-        self.hidden_group_sparsity = float(hidden_group_sparsity)
+        self.input_laplace = float(c.input_laplace)
+        self.hidden_group_sparsity = float(c.hidden_group_sparsity)
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         return height - self._shrink, width - self._shrink

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,6 +35,7 @@ from .blocks import (
     channel_shuffle,
     cyclic_channels,
 )
+from .config import DwiseNeuroCoreConfig, DwiseNeuroReadoutConfig
 
 #: Temporal reach (``context_frames`` / ``lookahead_frames``) of a model whose outputs depend
 #: on every frame of their window: larger than any window.
@@ -56,14 +58,14 @@ class InvertedResidual3d(nn.Module):
         in_channels: int,
         out_channels: int,
         *,
-        stride: int = 1,
-        expansion: int = 7,
-        spatial_kernel: int = 3,
-        temporal_kernel: int = 5,
-        se_reduction: int = 32,
-        position_encoding: bool = True,
-        drop_path: float = 0.0,
-        momentum: float = 0.1,
+        stride: int,
+        expansion: int,
+        spatial_kernel: int,
+        temporal_kernel: int,
+        se_reduction: int,
+        position_encoding: bool,
+        drop_path: float,
+        momentum: float,
     ) -> None:
         super().__init__()
         mid = in_channels * expansion
@@ -94,7 +96,7 @@ class CortexBlock(nn.Module):
     cyclic-repeat shortcut with batch norm; stochastic depth on the branch:
     ``(B, C_in, T)`` -> ``(B, C_out, T)``."""
 
-    def __init__(self, in_channels: int, out_channels: int, groups: int, drop_path: float, momentum: float = 0.1):
+    def __init__(self, in_channels: int, out_channels: int, groups: int, drop_path: float, momentum: float):
         super().__init__()
         self.groups = groups
         self.conv = nn.Conv1d(in_channels, out_channels, 1, groups=groups, bias=False)
@@ -111,25 +113,10 @@ class CortexBlock(nn.Module):
 class DwiseNeuroCore(nn.Module):
     """Stem, inverted residual groups, spatial pooling, cortex: ``(B, C, T, H, W)`` -> ``(B, C', T)``."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        *,
-        channels: Sequence[int] = (64, 128, 256),
-        depths: Sequence[int] = (4, 3, 2),
-        group_stride: int = 2,
-        expansion: int = 7,
-        spatial_kernel: int = 3,
-        temporal_kernel: int = 5,
-        se_reduction: int = 32,
-        position_encoding: bool = True,
-        drop_path: float = 0.1,
-        cortex_channels: Sequence[int] = (1024, 2048, 4096),
-        cortex_groups: int = 2,
-        cortex_drop_path: float = 0.1,
-        momentum: float = 0.1,
-    ) -> None:
+    def __init__(self, in_channels: int, config: DwiseNeuroCoreConfig) -> None:
         super().__init__()
+        c = config
+        channels, depths, momentum = c.channels, c.depths, c.batch_norm_momentum
         widths = block_widths(channels, depths)
         firsts = {sum(depths[:g]) for g in range(len(depths))}
         self.stem = nn.Sequential(
@@ -141,21 +128,21 @@ class DwiseNeuroCore(nn.Module):
                 InvertedResidual3d(
                     width,
                     widths[min(i + 1, len(widths) - 1)],
-                    stride=group_stride if i in firsts else 1,
-                    expansion=expansion,
-                    spatial_kernel=spatial_kernel,
-                    temporal_kernel=temporal_kernel,
-                    se_reduction=se_reduction,
-                    position_encoding=position_encoding,
-                    drop_path=drop_path * i / len(widths),
+                    stride=c.group_stride if i in firsts else 1,
+                    expansion=c.expansion,
+                    spatial_kernel=c.spatial_kernel,
+                    temporal_kernel=c.temporal_kernel,
+                    se_reduction=c.se_reduction,
+                    position_encoding=c.position_encoding,
+                    drop_path=c.drop_path * i / len(widths),
                     momentum=momentum,
                 )
             )
         self.blocks = nn.Sequential(*blocks)
         cortex: list[nn.Module] = []
         width = widths[-1]
-        for out in cortex_channels:
-            cortex.append(CortexBlock(width, out, cortex_groups, cortex_drop_path, momentum))
+        for out in c.cortex_channels:
+            cortex.append(CortexBlock(width, out, c.cortex_groups, c.cortex_drop_path, momentum))
             width = out
         self.cortex = nn.Sequential(*cortex)
         self.out_channels = width
@@ -175,15 +162,22 @@ class DwiseNeuroReadout(nn.Module):
     """One mouse's readout: channel-wise dropout (whole cortex channels of a window), then a
     grouped point-wise 1D convolution with bias from the cortex's ``(B, C, T)`` vectors to the
     mouse's neurons. A neuron count that ``groups`` does not divide is padded with unused
-    outputs, which are cut off. Returns ``(B, T, N)`` pre-activations."""
+    outputs, which are cut off. Returns ``(B, T, N)`` pre-activations. With ``bias_init:
+    mean_response`` the bias starts at ``init_bias`` (the mouse's mean response) when given."""
 
-    def __init__(self, in_channels: int, n_neurons: int, groups: int = 2, dropout: float = 0.4) -> None:
+    def __init__(
+        self, in_channels: int, n_neurons: int, config: DwiseNeuroReadoutConfig, init_bias: np.ndarray | None = None
+    ) -> None:
         super().__init__()
+        groups = config.groups
         self._n_neurons = int(n_neurons)
         padded = math.ceil(n_neurons / groups) * groups
-        self.dropout = nn.Dropout1d(dropout)
+        self.dropout = nn.Dropout1d(config.dropout)
         self.conv = nn.Conv1d(in_channels, padded, 1, groups=groups, bias=True)
         init_as_reference(self)
+        if config.bias_init == "mean_response" and init_bias is not None:
+            with torch.no_grad():
+                self.bias[: self._n_neurons] = torch.as_tensor(init_bias, dtype=torch.float32)
 
     @property
     def n_neurons(self) -> int:

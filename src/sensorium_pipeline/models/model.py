@@ -73,56 +73,21 @@ class BetaSoftplus(nn.Module):
         return np.where(by > 20.0, y, np.log(np.expm1(np.minimum(by, 20.0))) / beta)
 
 
+#: The module of each core config: it is built from ``(in_channels, config)``.
+CORE_MODULES: dict[type, type[nn.Module]] = {
+    Factorized3dCoreConfig: Factorized3dCore,
+    Gru2dCoreConfig: Gru2dCore,
+    DwiseNeuroCoreConfig: DwiseNeuroCore,
+}
+
+
 def build_core(config: ModelConfig, in_channels: int) -> nn.Module:
     """The core of ``config.core``; it has ``out_channels``, ``context_frames``,
     ``lookahead_frames`` and ``output_size(height, width)``."""
-    c = config.core
-    if isinstance(c, Factorized3dCoreConfig):
-        return Factorized3dCore(
-            in_channels,
-            c.channels,
-            c.spatial_kernels,
-            c.temporal_kernels,
-            padding=c.padding,
-            momentum=c.batch_norm_momentum,
-            spatial_laplace=c.spatial_laplace,
-            temporal_laplace=c.temporal_laplace,
-        )
-    if isinstance(c, Gru2dCoreConfig):
-        return Gru2dCore(
-            in_channels,
-            c.channels,
-            c.input_kernel,
-            c.hidden_kernel,
-            depth_separable=c.depth_separable,
-            pad_input=c.pad_input,
-            final_nonlinearity=c.final_nonlinearity,
-            gru_channels=c.gru_channels,
-            gru_input_kernel=c.gru_input_kernel,
-            gru_kernel=c.gru_kernel,
-            burn_in_frames=c.burn_in_frames,
-            momentum=c.batch_norm_momentum,
-            input_laplace=c.input_laplace,
-            hidden_group_sparsity=c.hidden_group_sparsity,
-        )
-    if isinstance(c, DwiseNeuroCoreConfig):
-        return DwiseNeuroCore(
-            in_channels,
-            channels=c.channels,
-            depths=c.depths,
-            group_stride=c.group_stride,
-            expansion=c.expansion,
-            spatial_kernel=c.spatial_kernel,
-            temporal_kernel=c.temporal_kernel,
-            se_reduction=c.se_reduction,
-            position_encoding=c.position_encoding,
-            drop_path=c.drop_path,
-            cortex_channels=c.cortex_channels,
-            cortex_groups=c.cortex_groups,
-            cortex_drop_path=c.cortex_drop_path,
-            momentum=c.batch_norm_momentum,
-        )
-    raise TypeError(f"no core for {type(c).__name__}")
+    module = CORE_MODULES.get(type(config.core))
+    if module is None:
+        raise TypeError(f"no core for {type(config.core).__name__}")
+    return module(in_channels, config.core)
 
 
 def build_readout(
@@ -131,24 +96,11 @@ def build_readout(
     """The readout of ``config.readout`` for one mouse; ``init_bias`` is its initial bias."""
     r = config.readout
     if isinstance(r, GaussianReadoutConfig):
-        return GaussianReadout(
-            in_channels,
-            np.asarray(meta.coordinates),
-            position_hidden=r.position_hidden,
-            position_layers=r.position_layers,
-            position_dims=r.position_dims,
-            init_sigma=r.init_sigma,
-            l1=r.l1,
-            init_bias=init_bias,
-        )
+        return GaussianReadout(in_channels, np.asarray(meta.coordinates), r, init_bias=init_bias)
     if isinstance(r, FactorizedReadoutConfig):
         return FactorizedReadout(in_channels, meta.n_neurons, *map_size, init_bias=init_bias)
     if isinstance(r, DwiseNeuroReadoutConfig):
-        readout = DwiseNeuroReadout(in_channels, meta.n_neurons, r.groups, r.dropout)
-        if r.bias_init == "mean_response" and init_bias is not None:
-            with torch.no_grad():
-                readout.bias[: meta.n_neurons] = torch.as_tensor(init_bias, dtype=torch.float32)
-        return readout
+        return DwiseNeuroReadout(in_channels, meta.n_neurons, r, init_bias=init_bias)
     raise TypeError(f"no readout for {type(r).__name__}")
 
 
@@ -184,7 +136,7 @@ class SensoriumModel(nn.Module):
             init_bias = self._initial_bias(meta)
             self.readouts[key] = build_readout(config, meta, self.core.out_channels, map_size, init_bias)
             if config.shifter is not None:
-                self.shifters[key] = MLPShifter(config.shifter.hidden, config.shifter.layers)
+                self.shifters[key] = MLPShifter(config.shifter)
 
     def _initial_bias(self, meta: MouseMeta) -> np.ndarray | None:
         """The readout bias a mouse starts with: the Gaussian readout's is the mean response

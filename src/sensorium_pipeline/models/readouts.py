@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import GaussianReadoutConfig
+
 
 def centre_and_scale(coordinates: np.ndarray) -> np.ndarray:
     """Coordinates minus their mean over neurons, divided by the largest absolute value
@@ -35,7 +37,7 @@ class PositionMLP(nn.Module):
     ``[-1, 1]``: ``layers`` hidden layers of ``hidden`` units with ELU, then a linear map to
     2 and tanh (PyTorch's default initialisation, as the reference)."""
 
-    def __init__(self, hidden: int = 30, layers: int = 1, dims: int = 2) -> None:
+    def __init__(self, hidden: int, layers: int, dims: int) -> None:
         super().__init__()
         widths = [dims] + [hidden] * layers
         blocks: list[nn.Module] = []
@@ -83,22 +85,18 @@ class GaussianReadout(Readout):
         self,
         in_channels: int,
         coordinates: np.ndarray,
-        *,
-        position_hidden: int = 30,
-        position_layers: int = 1,
-        position_dims: int = 2,
-        init_sigma: float = 1.0,
-        l1: float = 0.0,
+        config: GaussianReadoutConfig,
         init_bias: np.ndarray | None = None,
     ) -> None:
         n_neurons = len(coordinates)
         super().__init__(n_neurons, init_bias)
+        position_dims, init_sigma = config.position_dims, config.init_sigma
         coordinates = np.asarray(coordinates, dtype=np.float64).reshape(n_neurons, -1)[:, :position_dims]
         self.register_buffer("coordinates", torch.as_tensor(centre_and_scale(coordinates), dtype=torch.float32))
-        self.positions = PositionMLP(position_hidden, position_layers, position_dims)
+        self.positions = PositionMLP(config.position_hidden, config.position_layers, position_dims)
         self.sigma = nn.Parameter(torch.empty(n_neurons, 2, 2).uniform_(-init_sigma, init_sigma))
         self.features = nn.Parameter(torch.full((in_channels, n_neurons), 1.0 / in_channels))
-        self.l1_strength = float(l1)
+        self.l1_strength = float(config.l1)
 
     def l1(self) -> torch.Tensor:
         """L1 norm of the channel weights, summed over channels, mean over neurons."""

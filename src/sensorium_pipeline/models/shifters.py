@@ -9,14 +9,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .config import ShifterConfig
+
 
 class MLPShifter(nn.Module):
     """``(batch, time, 2)`` pupil centre -> ``(batch, time, 2)`` shift in ``[-1, 1]``: ``layers``
     linear layers (``hidden`` units between them), each followed by tanh, with PyTorch's
     default initialisation, as the starter kit's shifter (2-5-5-2, 57 parameters)."""
 
-    def __init__(self, hidden: int = 5, layers: int = 3) -> None:
+    def __init__(self, config: ShifterConfig) -> None:
         super().__init__()
+        hidden, layers = config.hidden, config.layers
         widths = [2] + [hidden] * (layers - 1) + [2]
         blocks: list[nn.Module] = []
         for i in range(layers):

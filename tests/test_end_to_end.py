@@ -227,6 +227,27 @@ def test_the_command_line_draws_the_report_without_snakemake(tiny_run, tmp_path)
         assert_png_not_blank(tmp_path / "plots" / name)
 
 
+def test_the_command_line_report_takes_the_solutions_the_config_names(tiny_run, tmp_path):
+    """With --config, a mouse's traces are drawn against its mice[].solutions (here a copy of
+    the simulator's table under another name); a named table that is missing is an error."""
+    import shutil
+
+    workdir, _, config = tiny_run
+    mouse = config["mice"][0]["name"]
+    truth = tmp_path / "truth.parquet"
+    shutil.copyfile(workdir / "results" / "simulated" / f"{mouse}.solutions.parquet", truth)
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(yaml.safe_dump({"mice": [{"name": mouse, "url": "https://example.org/a.zip",
+                                                     "solutions": str(truth)}]}))
+    out = tmp_path / "plots"
+    result = cli("report", str(workdir / "results"), "--out", str(out), "--config", str(configfile))
+    assert result.returncode == 0, result.stderr
+    assert str(out / "traces" / f"{mouse}.png") in json.loads(result.stdout)["written"]
+    truth.unlink()
+    result = cli("report", str(workdir / "results"), "--out", str(out), "--config", str(configfile))
+    assert result.returncode == 2 and str(truth) in result.stderr and "mice[].solutions" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("training", "units"),
     [

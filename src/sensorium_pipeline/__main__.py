@@ -224,7 +224,15 @@ def cmd_import_weights(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     from .report.build import build_report
 
-    return build_report(args.results, args.out or Path(args.results) / "report")
+    mice = None
+    if args.config:
+        import yaml
+
+        try:
+            mice = (yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}).get("mice")
+        except (OSError, yaml.YAMLError, AttributeError) as exc:
+            raise SensoriumError(f"{args.config}: cannot read the workflow config: {exc}") from exc
+    return build_report(args.results, args.out or Path(args.results) / "report", mice)
 
 
 def summary_table(report: dict[str, Any]) -> str:
@@ -410,11 +418,13 @@ def build_parser() -> argparse.ArgumentParser:
         "report",
         help="draw the report's plots and scores table from a results folder",
         description="Reads RESULTS/scores, RESULTS/models/*/fold*/metrics.csv, the ensemble's predictions, "
-        "the stores and (simulated mice) the solutions, and writes scores.html, per-neuron correlation "
-        "histograms and map, training curves and per-mouse traces, as the workflow's report rules do.",
+        "the stores and the solutions (a simulated mouse's, or with --config each mouse's mice[].solutions), "
+        "and writes scores.html, per-neuron correlation histograms and map, training curves and per-mouse "
+        "traces, as the workflow's report rules do.",
     )
     p.add_argument("results", help="the workflow's results folder")
     p.add_argument("--out", help="folder for the plots (default: RESULTS/report)")
+    p.add_argument("--config", help="the run's workflow config (its mice[].solutions name the ground truth)")
     p.set_defaults(run=cmd_report)
     _add_examples(commands)
     return parser

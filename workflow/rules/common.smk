@@ -10,6 +10,7 @@ import yaml
 from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
+from sensorium_pipeline import paths  # noqa: E402  (every results/ path)
 from sensorium_pipeline.config_defaults import fill_defaults  # noqa: E402
 
 # The library's defaults first (the schema types them but does not repeat them), then the schema's own.
@@ -158,7 +159,7 @@ wildcard_constraints:
     unit="|".join(map(re.escape, TRAIN_UNITS)) or "(?!)",
     imported="|".join(map(re.escape, IMPORTED)) or "(?!)",
     fold="|".join(str(f) for f in FOLDS),
-    entry="|".join(map(re.escape, ENTRIES + ["ensemble"])),
+    entry="|".join(map(re.escape, ENTRIES + [paths.ENSEMBLE])),
 
 
 def unit_run(unit):
@@ -174,8 +175,8 @@ def unit_mice(unit):
 def model_file(run, fold, mouse):
     """The trained (or imported) model that predicts ``mouse`` in ``run`` and ``fold``."""
     if run in IMPORTED:
-        return f"results/models/{run}/fold{fold}/model.pt"
-    return f"results/models/{train_unit(run, mouse)}/fold{fold}/model.pt"
+        return paths.model(run, fold)
+    return paths.model(train_unit(run, mouse), fold)
 
 
 def imported_weights(wildcards):
@@ -183,7 +184,7 @@ def imported_weights(wildcards):
     weights = Path(IMPORTED[wildcards.imported]["weights"])
     return {
         "weights": str(weights / f"fold_{wildcards.fold}"),
-        "stores": expand("results/data/{mouse}", mouse=imported_mice(wildcards.imported)),
+        "stores": [paths.store(m) for m in imported_mice(wildcards.imported)],
     }
 
 
@@ -192,11 +193,11 @@ def train_inputs(wildcards):
     (the first-stage model of the same fold)."""
     run = unit_run(wildcards.unit)
     inputs = {
-        "stores": expand("results/data/{mouse}", mouse=unit_mice(wildcards.unit)),
+        "stores": [paths.store(m) for m in unit_mice(wildcards.unit)],
         "model_config": str(Path(config["model_dir"]) / f"{run_config(run)}.yaml"),
     }
     if run_stage(run) == 2:
-        inputs["teacher"] = f"results/models/{run_model(run)}/fold{wildcards.fold}/model.pt"
+        inputs["teacher"] = paths.model(run_model(run), wildcards.fold)
     return inputs
 
 
@@ -219,7 +220,7 @@ def archive_source(wildcards):
     rule, so a changed source is fetched again; remote URLs are params only."""
     url = MOUSE[wildcards.mouse]["url"]
     if url == "simulated":
-        return {"source": f"results/simulated/{wildcards.mouse}.zip"}
+        return {"source": paths.simulated_archive(wildcards.mouse)}
     if is_deeplake_url(url):  # reached only when rule ingest_deeplake cannot run
         raise ValueError(
             f"config 'mice', {wildcards.mouse}: Deep Lake dataset {dataset_path(url)} not found; "
@@ -241,9 +242,7 @@ def archive_url(wildcards, input):
 
 
 def solutions_file(mouse):
-    if MOUSE[mouse]["url"] == "simulated":
-        return f"results/simulated/{mouse}.solutions.parquet"
-    return MOUSE[mouse].get("solutions")
+    return paths.solutions(MOUSE[mouse])
 
 
 def solutions_inputs(wildcards):
@@ -251,34 +250,24 @@ def solutions_inputs(wildcards):
 
 
 def store_dirs():
-    return expand("results/data/{mouse}", mouse=MICE)
+    return [paths.store(m) for m in MICE]
 
 
 def entry_predictions(entry):
-    return expand("results/predictions/{entry}/{mouse}.zarr", entry=entry, mouse=MICE)
+    return [paths.predictions(entry, m) for m in MICE]
 
 
 def ensemble_members(wildcards):
     """Every ensembled run (models x stages) and fold; the windows are averaged by predict."""
-    return expand(
-        "results/predictions/{run}-fold{fold}/{mouse}.zarr",
-        run=ENSEMBLE_RUNS,
-        fold=FOLDS,
-        mouse=wildcards.mouse,
-    )
+    return [paths.predictions(paths.member(run, fold), wildcards.mouse) for run in ENSEMBLE_RUNS for fold in FOLDS]
 
 
 def score_entries():
-    return ENTRIES + ["ensemble"]
+    return ENTRIES + [paths.ENSEMBLE]
 
 
 def submission_files():
-    return [
-        "results/submission/main_track.zip",
-        "results/submission/bonus_live.zip",
-        "results/submission/bonus_final.zip",
-        "results/submission/csv",
-    ]
+    return [paths.submission(name) for name in paths.SUBMISSION_FILES]
 
 
 ENVS_DIR = Path(workflow.basedir).parent / "envs"
@@ -286,23 +275,15 @@ ENVS_DIR = Path(workflow.basedir).parent / "envs"
 
 def report_files():
     """The report's items (rules/report.smk); part of the default target."""
-    return [
-        "results/report/scores.html",
-        "results/report/data.html",
-        "results/report/correlation_histograms.png",
-        "results/report/training_curves.png",
-        "results/report/correlation_map.png",
-        "results/report/software.html",
-        *expand("results/report/traces/{mouse}.png", mouse=MICE),
-    ]
+    return [*(paths.report(name) for name in paths.REPORT_FILES), *(paths.traces(m) for m in MICE)]
 
 
 def trace_inputs(wildcards):
     """A mouse's ensemble predictions, store, per-neuron scores and (where known) solutions."""
     inputs = {
-        "predictions": f"results/predictions/ensemble/{wildcards.mouse}.zarr",
-        "store": f"results/data/{wildcards.mouse}",
-        "neurons": "results/scores/ensemble.neurons.parquet",
+        "predictions": paths.predictions(paths.ENSEMBLE, wildcards.mouse),
+        "store": paths.store(wildcards.mouse),
+        "neurons": paths.neuron_scores(paths.ENSEMBLE),
     }
     if solutions := solutions_file(wildcards.mouse):
         inputs["solutions"] = solutions

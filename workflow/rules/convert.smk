@@ -6,10 +6,10 @@ from sensorium_pipeline.store_writer import CONVERTER_VERSION  # noqa: E402  (a 
 
 rule convert:
     input:
-        archive="results/archives/{mouse}.zip",
-        checksum="results/archives/{mouse}.zip.sha256",
+        archive=paths.archive("{mouse}"),
+        checksum=paths.archive("{mouse}") + ".sha256",
     output:
-        store=directory("results/data/{mouse}"),
+        store=directory(paths.store("{mouse}")),
     params:
         code_version=CODE_VERSION,
         converter_version=CONVERTER_VERSION,

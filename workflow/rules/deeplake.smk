@@ -12,7 +12,7 @@ rule ingest_deeplake:
     input:
         dataset=deeplake_dataset,
     output:
-        store=directory("results/data/{mouse}"),
+        store=directory(paths.store("{mouse}")),
     params:
         code_version=CODE_VERSION,
         conversion=config["conversion"],
@@ -34,9 +34,9 @@ rule ingest_deeplake:
 
 rule export_deeplake:
     input:
-        store="results/data/{mouse}",
+        store=paths.store("{mouse}"),
     output:
-        dataset=directory("results/deeplake/{mouse}"),
+        dataset=directory(paths.deeplake_export("{mouse}")),
     params:
         code_version=CODE_VERSION,
         verify_trials=config["conversion"]["verify_trials"],

@@ -5,8 +5,8 @@ rule download:
     input:
         unpack(archive_source),
     output:
-        archive="results/archives/{mouse}.zip",
-        checksum="results/archives/{mouse}.zip.sha256",
+        archive=paths.archive("{mouse}"),
+        checksum=paths.archive("{mouse}") + ".sha256",
     params:
         url=archive_url,
         sha256=lambda wildcards: MOUSE[wildcards.mouse]["sha256"],

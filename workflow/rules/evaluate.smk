@@ -7,8 +7,8 @@ rule evaluate:
         stores=store_dirs(),
         solutions=lambda wildcards: list(solutions_inputs(wildcards).values()),
     output:
-        scores="results/scores/{entry}.json",
-        neurons="results/scores/{entry}.neurons.parquet",
+        scores=paths.scores("{entry}"),
+        neurons=paths.neuron_scores("{entry}"),
     params:
         mice=MICE,
         solutions=lambda wildcards: solutions_inputs(wildcards),

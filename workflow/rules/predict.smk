@@ -5,9 +5,9 @@
 rule predict:
     input:
         model=lambda wildcards: model_file(wildcards.run, wildcards.fold, wildcards.mouse),
-        store="results/data/{mouse}",
+        store=paths.store("{mouse}"),
     output:
-        predictions=directory("results/predictions/{run}-fold{fold}/{mouse}.zarr"),
+        predictions=directory(paths.predictions(paths.member("{run}", "{fold}"), "{mouse}")),
     params:
         code_version=CODE_VERSION,
         prediction=config["prediction"],
@@ -30,7 +30,7 @@ rule ensemble:
     input:
         members=ensemble_members,
     output:
-        predictions=directory("results/predictions/ensemble/{mouse}.zarr"),
+        predictions=directory(paths.predictions(paths.ENSEMBLE, "{mouse}")),
     log:
         "results/logs/ensemble/{mouse}.log",
     localrule: True

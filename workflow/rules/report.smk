@@ -5,10 +5,10 @@
 
 rule report_scores:
     input:
-        scores=expand("results/scores/{entry}.json", entry=score_entries()),
+        scores=[paths.scores(e) for e in score_entries()],
     output:
         table=report(
-            "results/report/scores.html",
+            paths.report("scores.html"),
             category="Scores",
             caption="../report/scores.rst",
             labels={"item": "scores per track, tier and mouse"},
@@ -30,10 +30,10 @@ rule report_scores:
 
 rule report_histograms:
     input:
-        neurons=expand("results/scores/{entry}.neurons.parquet", entry=score_entries()),
+        neurons=[paths.neuron_scores(e) for e in score_entries()],
     output:
         plot=report(
-            "results/report/correlation_histograms.png",
+            paths.report("correlation_histograms.png"),
             category="Per-neuron correlation",
             caption="../report/correlation_histograms.rst",
             labels={"item": "histograms per model and ensemble"},
@@ -55,10 +55,10 @@ rule report_histograms:
 
 rule report_correlation_map:
     input:
-        neurons="results/scores/ensemble.neurons.parquet",
+        neurons=paths.neuron_scores(paths.ENSEMBLE),
     output:
         plot=report(
-            "results/report/correlation_map.png",
+            paths.report("correlation_map.png"),
             category="Per-neuron correlation",
             caption="../report/correlation_map.rst",
             labels={"item": "map over cortical position"},
@@ -80,10 +80,10 @@ rule report_correlation_map:
 
 rule report_training:
     input:
-        metrics=[f"results/models/{unit}/fold{fold}/metrics.csv" for unit in TRAIN_UNITS for fold in FOLDS],
+        metrics=[paths.metrics(unit, fold) for unit in TRAIN_UNITS for fold in FOLDS],
     output:
         plot=report(
-            "results/report/training_curves.png",
+            paths.report("training_curves.png"),
             category="Training",
             caption="../report/training_curves.rst",
             labels={"item": "curves per model and fold"},
@@ -109,7 +109,7 @@ rule report_traces:
         unpack(trace_inputs),
     output:
         plot=report(
-            "results/report/traces/{mouse}.png",
+            paths.traces("{mouse}"),
             category="Predictions",
             caption="../report/traces.rst",
             labels={"item": "traces", "mouse": "{mouse}"},
@@ -137,7 +137,7 @@ rule report_software:
         models=[str(Path(config["model_dir"]) / f"{model}.yaml") for model in TRAINED_MODELS],
     output:
         page=report(
-            "results/report/software.html",
+            paths.report("software.html"),
             category="Software and config",
             caption="../report/software.rst",
             labels={"item": "versions and config"},
@@ -160,11 +160,11 @@ rule report_software:
 
 rule report_data:
     input:
-        stores=expand("results/data/{mouse}", mouse=MICE),
-        scores="results/scores/ensemble.json",
+        stores=[paths.store(m) for m in MICE],
+        scores=paths.scores(paths.ENSEMBLE),
     output:
         table=report(
-            "results/report/data.html",
+            paths.report("data.html"),
             category="Data",
             caption="../report/data.rst",
             labels={"item": "response scale per mouse"},

@@ -3,8 +3,8 @@
 
 rule simulate:
     output:
-        archive="results/simulated/{mouse}.zip",
-        solutions="results/simulated/{mouse}.solutions.parquet",
+        archive=paths.simulated_archive("{mouse}"),
+        solutions=paths.simulated_solutions("{mouse}"),
     params:
         settings=lambda wildcards: simulation_settings(wildcards.mouse),
     log:

@@ -3,13 +3,13 @@
 
 rule submission:
     input:
-        predictions=expand("results/predictions/ensemble/{mouse}.zarr", mouse=MICE),
+        predictions=[paths.predictions(paths.ENSEMBLE, m) for m in MICE],
         stores=store_dirs(),
     output:
-        main="results/submission/main_track.zip",
-        bonus_live="results/submission/bonus_live.zip",
-        bonus_final="results/submission/bonus_final.zip",
-        csv=directory("results/submission/csv"),
+        main=paths.submission("main"),
+        bonus_live=paths.submission("bonus_live"),
+        bonus_final=paths.submission("bonus_final"),
+        csv=directory(paths.submission("csv")),
     params:
         mice=MICE,
         evaluation=config["evaluation"],

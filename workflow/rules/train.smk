@@ -8,13 +8,13 @@ rule train:
     input:
         unpack(train_inputs),
     output:
-        model="results/models/{unit}/fold{fold}/model.pt",
-        metrics="results/models/{unit}/fold{fold}/metrics.csv",
+        model=paths.model("{unit}", "{fold}"),
+        metrics=paths.metrics("{unit}", "{fold}"),
     params:
         code_version=CODE_VERSION,
         training=config["training"],
         checkpoints=lambda wildcards: (
-            f"results/checkpoints/{wildcards.unit}/fold{wildcards.fold}/{model_config_digest(unit_run(wildcards.unit))}"
+            paths.checkpoints(wildcards.unit, wildcards.fold, model_config_digest(unit_run(wildcards.unit)))
         ),
     log:
         "results/logs/train/{unit}/fold{fold}.log",
@@ -37,7 +37,7 @@ rule import_weights:
     input:
         unpack(imported_weights),
     output:
-        model="results/models/{imported}/fold{fold}/model.pt",
+        model=paths.model("{imported}", "{fold}"),
     params:
         code_version=CODE_VERSION,
         experiment=lambda wildcards: IMPORTED[wildcards.imported]["weights"],

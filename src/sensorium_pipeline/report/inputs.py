@@ -19,10 +19,10 @@ import pandas as pd
 
 from ..errors import PathError
 from ..layout import FINAL_MAIN, LIVE_MAIN, ORACLE
+from ..paths import ENSEMBLE
 
 #: Tiers the report shows per neuron, best first: the ranking tier, then tiers real data releases.
 PREFERRED_TIERS: tuple[str, ...] = (FINAL_MAIN, LIVE_MAIN, ORACLE)
-ENSEMBLE = "ensemble"
 
 
 class ReportInputError(PathError):

@@ -27,6 +27,8 @@ has the statistics of the real SENSORIUM 2023 responses (see :class:`Realism`):
 * heavy-tailed events: Poisson event counts x log-normal amplitudes, so single frames reach
   hundreds of times the median event;
 * deconvolution residue: a few frames without events hold tiny negatives (about -3e-7);
+* a scan field's retinotopy: its receptive fields lie within about a fifth of the screen
+  (:data:`RETINOTOPY_REALISTIC`), not across all of it;
 * calibrated per neuron to a mean response of about 1-4, a std of about 6-13 and a
   single-trial ceiling ``1/sqrt(1 + noise x factor)`` (the threshold of the nonlinearity
   sets how sparse, hence how variable, the rates are; the event size sets the rest).

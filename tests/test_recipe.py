@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from factories import captured_logs, make_store, withhold_responses
+from sensorium_pipeline.errors import ConfigError
 from sensorium_pipeline.placement import load_sources
 from sensorium_pipeline.sampler import WindowSampler
 from sensorium_pipeline.distill import DistillConfig, Teacher
@@ -249,3 +250,45 @@ def test_a_corrupt_checkpoint_is_moved_aside_and_the_fold_starts_afresh(stores, 
         assert sum("corrupt checkpoint" in line for line in lines) == 1
     assert "lacks" in next(line for line in lines if "corrupt checkpoint" in line)
     assert len(list(checkpoints.glob(f"{CHECKPOINT_NAME}.corrupt-*"))) == 3
+
+
+def test_target_clip_lowers_each_neurons_bursts_to_its_multiple_of_the_mean_and_nothing_else(stores, tmp_path):
+    from sensorium_pipeline.cutmix import CutMixPlan
+    from sensorium_pipeline.train import _targets
+
+    sources = load_sources(stores, mode="ram", targets="raw")
+    source = sources["mouse-a"]
+    mean = source.mean_response(source.rows("train"))
+    batch = source.window(source.rows("train")[:3], np.zeros(3, dtype=int), 20)
+    batch.responses[0, 5, 0] = 1000.0 * mean[0]  # one burst
+    plan = CutMixPlan.draw(None, 3, 36, 64, 1.0, np.random.default_rng(0))
+    ceiling = torch.as_tensor(4.0 * mean, dtype=torch.float32)
+    clipped, kept = _targets(plan, batch, 0, ceiling), _targets(plan, batch, 0, None)
+    assert float(clipped[0, 5, 0]) == pytest.approx(4.0 * mean[0], rel=1e-6)
+    assert float(kept[0, 5, 0]) == pytest.approx(1000.0 * mean[0], rel=1e-6)
+    below = kept <= ceiling
+    assert torch.equal(clipped[below], kept[below])  # only the values above the ceiling change
+    assert torch.all(clipped <= ceiling)
+
+    # training with it runs, and an invalid value is a config error naming the key
+    summary = run(stores, tmp_path, targets="raw", batching="mixed", target_clip=4.0)
+    assert summary["epochs"] == BASE["max_epochs"]
+    for bad in (0, -1.0, True, "x"):
+        with pytest.raises(ConfigError, match="target_clip"):
+            TrainConfig(target_clip=bad)
+
+
+def test_the_gaussian_position_networks_learn_at_their_own_rate(stores):
+    from sensorium_pipeline.train import _optimizer
+
+    config = ModelConfig.from_dict({**MODEL.to_dict(), "readout": {"type": "gaussian", "init_sigma": 0.1}})
+    sources = load_sources(stores, mode="ram")
+    metas = [MouseMeta(m, s.unit_ids, s.coordinates, None) for m, s in sorted(sources.items())]
+    model = build_model(config, metas)
+    optimizer, _ = _optimizer(model, TrainConfig(**{**BASE, "lr": 0.01, "position_lr_scale": 5.0}))
+    rates = sorted((g["lr"], len(g["params"])) for g in optimizer.param_groups)
+    n_position = sum(p.numel() > 0 for n, p in model.named_parameters() if ".positions." in n)
+    assert rates[0][0] == pytest.approx(0.01) and rates[1] == (pytest.approx(0.05), n_position)
+    assert sum(n for _, n in rates) == len(list(model.parameters()))
+    with pytest.raises(ConfigError, match="position_lr_scale"):
+        TrainConfig(position_lr_scale=0)

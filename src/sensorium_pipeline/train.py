@@ -134,6 +134,12 @@ class TrainConfig:
     improvement_threshold: float | None = None
     #: The package's earlier EMA (decay warm-up, buffers copied) instead of the reference's.
     ema_warmup: bool = False
+    #: Training targets above this many times the neuron's mean response (over its training
+    #: trials) are lowered to it, so that a few bursts do not steer whole steps; ``None`` keeps
+    #: them. Validation and prediction never see it.
+    target_clip: float | None = None
+    #: Learning rate of the Gaussian readouts' position networks, relative to ``lr``.
+    position_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         ints = {
@@ -176,6 +182,12 @@ class TrainConfig:
             raise ConfigError(f"training.targets: {self.targets!r} is not one of {list(TARGETS)}")
         if self.batching not in BATCHINGS:
             raise ConfigError(f"training.batching: {self.batching!r} is not one of {list(BATCHINGS)}")
+        if isinstance(self.position_lr_scale, bool) or not isinstance(self.position_lr_scale, int | float) \
+                or not self.position_lr_scale > 0:
+            raise ConfigError(f"training.position_lr_scale: expected a positive number, got {self.position_lr_scale!r}")
+        clip = self.target_clip
+        if clip is not None and (isinstance(clip, bool) or not isinstance(clip, int | float) or not clip > 0):
+            raise ConfigError(f"training.target_clip: expected a positive number or null, got {clip!r}")
         threshold = self.improvement_threshold
         if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int | float)
                                       or threshold < 0):
@@ -411,15 +423,21 @@ class _StepContext:
     trials: dict[str, int]
     teacher: Teacher | None
     distill: DistillConfig
+    #: Per mouse, each neuron's largest training target (``training.target_clip``), or none.
+    ceilings: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def _plans(ctx: _StepContext, groups: Sequence[tuple[Windows, Batch]]) -> list[CutMixPlan]:
     return [CutMixPlan.draw(w.partners, len(b), *ctx.frame_size, ctx.cfg.cutmix_alpha, ctx.rng) for w, b in groups]
 
 
-def _targets(plan: CutMixPlan, batch: Batch, skip: int) -> torch.Tensor:
-    """Own windows' targets, clipped at 0 (negatives never reach the Poisson loss), CutMixed."""
-    return plan.targets(batch.responses.float().clamp_min(0.0))[:, skip:]
+def _targets(plan: CutMixPlan, batch: Batch, skip: int, ceiling: torch.Tensor | None) -> torch.Tensor:
+    """Own windows' targets, clipped at 0 (negatives never reach the Poisson loss) and at the
+    mouse's ``ceiling`` per neuron (``training.target_clip``), CutMixed."""
+    responses = batch.responses.float().clamp_min(0.0)
+    if ceiling is not None:
+        responses = torch.minimum(responses, ceiling.to(responses.device))
+    return plan.targets(responses)[:, skip:]
 
 
 def _shared_pass_loss(ctx: _StepContext, groups: Sequence[tuple[Windows, Batch]]) -> torch.Tensor:
@@ -431,7 +449,7 @@ def _shared_pass_loss(ctx: _StepContext, groups: Sequence[tuple[Windows, Batch]]
     own = [plan.n_own for plan in plans]
     shift_pupil = torch.cat([plan.targets(b.pupil_center) for plan, (_, b) in zip(plans, groups, strict=True)])
     feats, pupils = torch.split(features, own), torch.split(shift_pupil, own)
-    targets = [_targets(plan, b, skip) for plan, (_, b) in zip(plans, groups, strict=True)]
+    targets = [_targets(plan, b, skip, ctx.ceilings.get(w.mouse)) for plan, (w, b) in zip(plans, groups, strict=True)]
     names = [w.mouse for w, _ in groups]
     total_windows = sum(own)
     distilled = []
@@ -488,7 +506,7 @@ def _micro_batch(ctx: _StepContext, groups: Sequence[tuple[Windows, Batch]], dev
             features = ctx.model.encode(video, behavior, pupil, mix)
             out = ctx.model.decode(features, windows.mouse, plan.targets(batch.pupil_center)).float()
             scale = float(np.sqrt(ctx.trials[windows.mouse] / plan.n_own))
-            loss = scale * poisson_sum(out[:, ctx.skip :], _targets(plan, batch, ctx.skip))
+            loss = scale * poisson_sum(out[:, ctx.skip :], _targets(plan, batch, ctx.skip, ctx.ceilings.get(windows.mouse)))
             loss = loss + _penalty(ctx.model, cfg, windows.mouse)
         (loss / cfg.grad_accumulation).backward()
         total += float(loss.detach())
@@ -579,7 +597,7 @@ def _train_epoch(run: _Run, ctx: _StepContext, cfg: TrainConfig, epoch: int) -> 
         lr = lr_at(cfg, epoch * cfg.batches_per_epoch + step)
         if lr is not None:
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group["lr_scale"]
         optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for _ in range(cfg.grad_accumulation):
@@ -632,8 +650,15 @@ def _optimizer(
     model: torch.nn.Module, cfg: TrainConfig
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau | None]:
     """AdamW, and the reduce-on-plateau scheduler when ``scheduler`` is ``plateau`` (the other
-    schedules are set per step by :func:`lr_at`)."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    schedules are set per step by :func:`lr_at`). The Gaussian readouts' position networks
+    form their own group, at ``position_lr_scale`` times the rate."""
+    named = list(model.named_parameters())
+    positions = [p for name, p in named if ".positions." in name]
+    groups = [{"params": [p for name, p in named if ".positions." not in name], "lr_scale": 1.0}]
+    if positions:
+        groups.append({"params": positions, "lr_scale": cfg.position_lr_scale})
+    groups = [{**g, "lr": cfg.lr * g["lr_scale"]} for g in groups]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.scheduler != "plateau":
         return optimizer, None
     threshold = {} if cfg.improvement_threshold is None else {
@@ -744,6 +769,8 @@ def train(
         model=model, cfg=cfg, skip=skip,
         frame_size=model.inputs.output_size(VIDEO_HEIGHT, VIDEO_WIDTH), rng=augment_rng, mice=mice,
         trials={m: len(r) for m, r in train_rows.items()}, teacher=teacher, distill=distill,
+        ceilings={} if cfg.target_clip is None else {
+            m.name: torch.as_tensor(cfg.target_clip * m.mean_response, dtype=torch.float32) for m in metas},
     )
 
     extra = {"fold_grouping": fold_grouping, "phash_distance": phash_distance if fold_grouping == "phash" else None,

@@ -27,6 +27,8 @@ has the statistics of the real SENSORIUM 2023 responses (see :class:`Realism`):
 * heavy-tailed events: Poisson event counts x log-normal amplitudes, so single frames reach
   hundreds of times the median event;
 * deconvolution residue: a few frames without events hold tiny negatives (about -3e-7);
+* a scan field's retinotopy: its receptive fields lie within about a fifth of the screen
+  (:data:`RETINOTOPY_REALISTIC`), not across all of it;
 * calibrated per neuron to a mean response of about 1-4, a std of about 6-13 and a
   single-trial ceiling ``1/sqrt(1 + noise x factor)`` (the threshold of the nonlinearity
   sets how sparse, hence how variable, the rates are; the event size sets the rest).
@@ -45,6 +47,14 @@ from .behavior import Behavior, BehaviorModel
 from .stimuli import smooth
 
 KERNEL_FRAMES = 10
+#: Screen pixels (y, x) that the 600 µm scan field spans. The easy preset's map covers nearly
+#: the whole screen. The realistic one follows the recordings: the monitor spans about 124° x
+#: 93° (64 x 36 pixels), mouse V1 magnifies about 25 µm of cortex per degree, so a 600 µm field
+#: sees about 24° (a fifth of the width), and its middle lies anywhere in the screen's centre
+#: half (``travel``: the easy preset's jitter of the middle, scaled up).
+RETINOTOPY_EASY = np.array([22.0, 40.0])
+RETINOTOPY_REALISTIC = np.array([24.0 * 36 / 93, 24.0 * 64 / 124])
+
 #: Gamma shape of one event's amplitude: variance = scale x rate x (1 + 1/EVENT_SHAPE).
 EVENT_SHAPE = 2.0
 #: Frames at the start of a trial left out of calibration statistics (filter warm-up).
@@ -367,8 +377,10 @@ def make_population(rng: np.random.Generator, n_neurons: int, realistic: bool = 
     rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     flips = rng.choice([-1.0, 1.0], 2)
     unit = (field - 300.0) / 600.0 @ rotation.T * flips  # (x, y) in [-0.7, 0.7]
-    middle = np.array([VIDEO_HEIGHT / 2 + rng.uniform(-2, 2), VIDEO_WIDTH / 2 + rng.uniform(-4, 4)])
-    centers = middle + unit[:, ::-1] * np.array([22.0, 40.0]) + rng.normal(0, 1.5, (n, 2))
+    jitter = np.array([rng.uniform(-2, 2), rng.uniform(-4, 4)])
+    extent, travel = (RETINOTOPY_REALISTIC, np.array([4.5, 4.0])) if realistic else (RETINOTOPY_EASY, 1.0)
+    middle = np.array([VIDEO_HEIGHT / 2, VIDEO_WIDTH / 2]) + jitter * travel
+    centers = middle + unit[:, ::-1] * extent + rng.normal(0, 1.5, (n, 2))
     centers = np.clip(centers, [2, 2], [VIDEO_HEIGHT - 3, VIDEO_WIDTH - 3])
     complex_cell = rng.random(n) < 0.45
     population = Population(

@@ -36,6 +36,10 @@ MAIN_TIERS: tuple[str, ...] = (LIVE_MAIN, FINAL_MAIN)
 BONUS_TIERS: tuple[str, ...] = (LIVE_BONUS, FINAL_BONUS)
 #: The tiers a submission is scored on (predicted and evaluated by default).
 SCORED_TIERS: tuple[str, ...] = (ORACLE, LIVE_MAIN, LIVE_BONUS, FINAL_MAIN, FINAL_BONUS)
+#: What a model's input values are (``model.inputs``): the official normalisation, or the
+#: archive's raw values (grey levels 0-255, raw behaviour and pupil centre), as the 1st-place
+#: reference was fed.
+INPUTS: tuple[str, ...] = ("official", "raw")
 
 #: Natural-video trials have this many valid frames; the scorer cuts every trial here.
 MAX_FRAMES = 300

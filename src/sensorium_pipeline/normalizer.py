@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ConfigError
-from .models.config import INPUTS
+from .layout import INPUTS
 from .normalize import behavior_scale, response_precision, video_normalizer
 from .store import MouseStore
 #: What the responses are: ``normalized`` (x the official per-frame precision) or ``raw`` (as

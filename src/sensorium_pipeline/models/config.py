@@ -22,11 +22,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import ConfigError
+from ..layout import INPUTS
 
 OUTPUTS = ("elu1", "softplus")
-#: What the model's input values are: the official normalisation, or the archive's raw values
-#: (grey levels 0-255, raw behaviour and pupil centre), as the 1st-place reference was fed.
-INPUTS = ("official", "raw")
 
 
 def reject_unknown(cls: type, data: Mapping[str, Any], section: str) -> dict[str, Any]:

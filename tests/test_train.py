@@ -145,7 +145,7 @@ def test_predictions_cover_every_usable_frame_of_the_requested_tiers(stores, tmp
 
 def test_model_files_reject_unknown_keys(tmp_path):
     path = tmp_path / "m.yaml"
-    path.write_text("model:\n  core_channels: [8]\n  spatial_kernels: [3]\n  temporal_kernels: [3]\n  widht: 3\n")
+    path.write_text("model:\n  core: {type: factorized3d, channels: [8], spatial_kernels: [3], temporal_kernels: [3]}\n  widht: 3\n")
     with pytest.raises(ConfigError, match=r"m\.yaml.*widht"):
         load_model_file(path)
 

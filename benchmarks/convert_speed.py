@@ -40,8 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 from benchmarks.fullsize import CACHE_DIR, fullsize_archive  # noqa: E402
-from sensorium_pipeline.convert import convert_archive, file_sha256  # noqa: E402
-from sensorium_pipeline.store_writer import COMPRESSIONS  # noqa: E402
+from sensorium_pipeline.data.convert import convert_archive, file_sha256  # noqa: E402
+from sensorium_pipeline.data.store_writer import COMPRESSIONS  # noqa: E402
 
 
 def read_every_member(archive: Path, workers: int, copy_to: Path | None = None) -> int:

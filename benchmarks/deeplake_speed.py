@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 from benchmarks.fullsize import CACHE_DIR, MOUSE, fullsize_archive  # noqa: E402
-from sensorium_pipeline.convert import convert_archive, file_sha256  # noqa: E402
-from sensorium_pipeline.deeplake_io import export_deeplake, ingest_deeplake  # noqa: E402
-from sensorium_pipeline.store import open_mouse  # noqa: E402
+from sensorium_pipeline.data.convert import convert_archive, file_sha256  # noqa: E402
+from sensorium_pipeline.data.deeplake_io import export_deeplake, ingest_deeplake  # noqa: E402
+from sensorium_pipeline.data.store import open_mouse  # noqa: E402
 
 
 def timed(function, *args, **kwargs) -> float:

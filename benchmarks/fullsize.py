@@ -15,10 +15,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from sensorium_pipeline.convert import convert_archive
+from sensorium_pipeline.data.convert import convert_archive
+from sensorium_pipeline.data.store_writer import CONVERTER_VERSION
 from sensorium_pipeline.simulate import SimulationConfig, simulate_mouse
 from sensorium_pipeline.simulate.config import REPEATED_TIERS
-from sensorium_pipeline.store_writer import CONVERTER_VERSION
 
 MOUSE = "dynamic90001-1-1-Fullsize-0"
 CACHE_DIR = Path("benchmarks/.cache")

@@ -2,10 +2,10 @@
 
 In one run, on the same mouse and the same windows (one sampler seed), it measures windows per second of:
 
-- ``ram``: :class:`~sensorium_pipeline.sources.MouseData` (whole mouse in RAM, compact), cut in the main process;
-- ``lazy``: :class:`~sensorium_pipeline.sources.ZarrMouse` read from the converted store by ``--workers``
+- ``ram``: :class:`~sensorium_pipeline.data.sources.MouseData` (whole mouse in RAM, compact), cut in the main process;
+- ``lazy``: :class:`~sensorium_pipeline.data.sources.ZarrMouse` read from the converted store by ``--workers``
   ``DataLoader`` workers (each opens its own store handle);
-- ``device``: :class:`~sensorium_pipeline.sources.DeviceMouse` on the GPU (only where CUDA is available);
+- ``device``: :class:`~sensorium_pipeline.data.sources.DeviceMouse` on the GPU (only where CUDA is available);
 - ``npy``: a per-trial file reader as the official loader (neuralpredictors' file-tree dataset) works:
   per window, ``np.load`` the trial's ``videos/i.npy``, ``responses/i.npy``, ``behavior/i.npy`` and
   ``pupil_center/i.npy`` from the archive's member tree (extracted once, cached beside the archive),
@@ -43,10 +43,10 @@ import numpy as np
 import torch
 
 from sensorium_pipeline.atomic import atomic_path, write_text_atomic
-from sensorium_pipeline.normalizer import Normalizer
-from sensorium_pipeline.sampler import WindowSampler
-from sensorium_pipeline.sources import Batch, MouseData, ZarrMouse, load_mouse, open_lazy, span
-from sensorium_pipeline.normalize import behavior_scale, response_precision, video_normalizer
+from sensorium_pipeline.data.normalize import behavior_scale, response_precision, video_normalizer
+from sensorium_pipeline.data.normalizer import Normalizer
+from sensorium_pipeline.data.sources import Batch, MouseData, ZarrMouse, load_mouse, open_lazy, span
+from sensorium_pipeline.training.sampler import WindowSampler
 
 ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
@@ -170,7 +170,7 @@ def loader_rate(source: Any, rows: np.ndarray, geometry: Geometry, batches: int,
 def largest_config(mouse: MouseData) -> tuple[Path, Any, Any]:
     """The config in ``config/models`` whose core has the most parameters (the slowest to train)."""
     from sensorium_pipeline.models import MouseMeta, build_model
-    from sensorium_pipeline.train import load_model_file
+    from sensorium_pipeline.training.train import load_model_file
 
     meta = [MouseMeta(mouse.mouse, mouse.unit_ids, mouse.coordinates)]
     best: tuple[int, Path, Any, Any] | None = None

@@ -61,7 +61,7 @@ def measure(path: Path, args: argparse.Namespace) -> dict:
     import torch
 
     from sensorium_pipeline.models import MouseMeta, build_model, channels_last, compile_core
-    from sensorium_pipeline.train import load_model_file
+    from sensorium_pipeline.training.train import load_model_file
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

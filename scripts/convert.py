@@ -5,8 +5,8 @@ import sys
 
 sys.path.insert(0, os.path.join(snakemake.scriptdir, os.pardir, "src"))  # noqa: F821
 
-from sensorium_pipeline.convert import convert_archive
-from sensorium_pipeline.download import read_checksum
+from sensorium_pipeline.data.convert import convert_archive
+from sensorium_pipeline.data.download import read_checksum
 from sensorium_pipeline.logs import log_to
 
 smk = snakemake  # noqa: F821

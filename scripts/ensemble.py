@@ -5,9 +5,9 @@ import sys
 
 sys.path.insert(0, os.path.join(snakemake.scriptdir, os.pardir, "src"))  # noqa: F821
 
-from sensorium_pipeline.ensemble import ensemble
 from sensorium_pipeline.logs import log_to
-from sensorium_pipeline.predictions import load_predictions, save_predictions
+from sensorium_pipeline.scoring.ensemble import ensemble
+from sensorium_pipeline.scoring.predictions import load_predictions, save_predictions
 
 smk = snakemake  # noqa: F821
 with log_to(smk.log[0]) as log:

@@ -5,9 +5,9 @@ import sys
 
 sys.path.insert(0, os.path.join(snakemake.scriptdir, os.pardir, "src"))  # noqa: F821
 
-from sensorium_pipeline.evaluate import evaluate
 from sensorium_pipeline.logs import log_to
-from sensorium_pipeline.metrics import EvaluationWindow
+from sensorium_pipeline.scoring.evaluate import evaluate
+from sensorium_pipeline.scoring.metrics import EvaluationWindow
 
 smk = snakemake  # noqa: F821
 with log_to(smk.log[0]) as log:

@@ -5,7 +5,7 @@ import sys
 
 sys.path.insert(0, os.path.join(snakemake.scriptdir, os.pardir, "src"))  # noqa: F821
 
-from sensorium_pipeline.deeplake_io import ingest_deeplake
+from sensorium_pipeline.data.deeplake_io import ingest_deeplake
 from sensorium_pipeline.logs import log_to
 
 smk = snakemake  # noqa: F821

@@ -6,8 +6,8 @@ import sys
 sys.path.insert(0, os.path.join(snakemake.scriptdir, os.pardir, "src"))  # noqa: F821
 
 from sensorium_pipeline.logs import log_to
-from sensorium_pipeline.predict import predict_mouse
-from sensorium_pipeline.predictions import save_predictions
+from sensorium_pipeline.scoring.predict import predict_mouse
+from sensorium_pipeline.scoring.predictions import save_predictions
 
 smk = snakemake  # noqa: F821
 with log_to(smk.log[0]) as log:

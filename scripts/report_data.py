@@ -7,10 +7,10 @@ import sys
 sys.path.insert(0, os.path.join(snakemake.scriptdir, os.pardir, "src"))  # noqa: F821
 
 from sensorium_pipeline.atomic import write_text_atomic
+from sensorium_pipeline.data.response_stats import response_statistics
+from sensorium_pipeline.data.store import open_mouse
 from sensorium_pipeline.logs import log_to
 from sensorium_pipeline.report.tables import data_html
-from sensorium_pipeline.response_stats import response_statistics
-from sensorium_pipeline.store import open_mouse
 
 smk = snakemake  # noqa: F821
 with log_to(smk.log[0]) as log:

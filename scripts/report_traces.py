@@ -7,9 +7,9 @@ import sys
 sys.path.insert(0, os.path.join(snakemake.scriptdir, os.pardir, "src"))  # noqa: F821
 
 from sensorium_pipeline.logs import log_to
-from sensorium_pipeline.metrics import EvaluationWindow
 from sensorium_pipeline.report.inputs import load_neurons, load_traces
 from sensorium_pipeline.report.plots import prediction_traces, save_png
+from sensorium_pipeline.scoring.metrics import EvaluationWindow
 
 smk = snakemake  # noqa: F821
 with log_to(smk.log[0]) as log:

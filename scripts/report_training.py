@@ -7,8 +7,8 @@ sys.path.insert(0, os.path.join(snakemake.scriptdir, os.pardir, "src"))  # noqa:
 
 from sensorium_pipeline.logs import log_to
 from sensorium_pipeline.report.inputs import load_metrics
-from sensorium_pipeline.learning_check import metrics_warnings
 from sensorium_pipeline.report.plots import add_warnings, save_png, training_curves
+from sensorium_pipeline.training.learning_check import metrics_warnings
 
 smk = snakemake  # noqa: F821
 with log_to(smk.log[0]) as log:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(snakemake.scriptdir, os.pardir, "src"))  # noqa: F821
 
+from sensorium_pipeline.data.store import open_mouse
 from sensorium_pipeline.logs import log_to
-from sensorium_pipeline.metrics import EvaluationWindow
-from sensorium_pipeline.predictions import load_predictions
-from sensorium_pipeline.store import open_mouse
-from sensorium_pipeline.submission import validate_submission, write_submission
+from sensorium_pipeline.scoring.metrics import EvaluationWindow
+from sensorium_pipeline.scoring.predictions import load_predictions
+from sensorium_pipeline.scoring.submission import validate_submission, write_submission
 
 smk = snakemake  # noqa: F821
 with log_to(smk.log[0]) as log:

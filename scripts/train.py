@@ -6,9 +6,9 @@ import sys
 
 sys.path.insert(0, os.path.join(snakemake.scriptdir, os.pardir, "src"))  # noqa: F821
 
-from sensorium_pipeline.distill import DistillConfig
 from sensorium_pipeline.logs import log_to
-from sensorium_pipeline.train import load_model_file, train
+from sensorium_pipeline.training.distill import DistillConfig
+from sensorium_pipeline.training.train import load_model_file, train
 
 smk = snakemake  # noqa: F821
 with log_to(smk.log[0]) as log:

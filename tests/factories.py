@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 import zarr
 
+from sensorium_pipeline.data.store import NEURONS_NAME, STORE_FORMAT, TRIALS_NAME, ZARR_NAME
 from sensorium_pipeline.layout import MODALITIES, STATISTICS, VIDEO_HEIGHT, VIDEO_WIDTH
 from sensorium_pipeline.simulate.config import REPEATED_TIERS, SimulationConfig
 from sensorium_pipeline.simulate.generate import simulate_mouse
-from sensorium_pipeline.store import NEURONS_NAME, STORE_FORMAT, TRIALS_NAME, ZARR_NAME
 
 
 def _nan_statistics(data: np.ndarray) -> dict[str, np.ndarray]:

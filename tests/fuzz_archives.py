@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 from hypothesis import strategies as st
 
-from sensorium_pipeline.convert import convert_archive
+from sensorium_pipeline.data.convert import convert_archive
+from sensorium_pipeline.data.integrity import verify_store
 from sensorium_pipeline.errors import ArchiveError
-from sensorium_pipeline.integrity import verify_store
 from sensorium_pipeline.layout import (
     COORDINATES_MEMBER,
     LABELLED_TIERS,

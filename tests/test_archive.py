@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from factories import FRAMES, MOUSE, N_NEURONS, load_member, npy_bytes, rewrite_zip, simulate_small
-from sensorium_pipeline.archive import ZIP_DATE_TIME, ArchiveWriter, open_archive
+from sensorium_pipeline.data.archive import ZIP_DATE_TIME, ArchiveWriter, open_archive
 from sensorium_pipeline.errors import ArchiveError
 from sensorium_pipeline.layout import LABELLED_TIERS, MODALITIES, NO_FILES, STATISTICS, UNIT_IDS_MEMBER, data_member
 

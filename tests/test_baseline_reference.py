@@ -27,7 +27,7 @@ from sensorium_pipeline.models.config import (
 from sensorium_pipeline.models.model import build_core
 from sensorium_pipeline.models.neuralpredictors import convert_state_dict, load_reference_weights
 from sensorium_pipeline.models.readouts import centre_and_scale
-from sensorium_pipeline.train import load_model_file
+from sensorium_pipeline.training.train import load_model_file
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests/data/neuralpredictors"

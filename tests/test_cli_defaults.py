@@ -13,9 +13,9 @@ from factories import MOUSE, simulate_small
 
 from sensorium_pipeline.__main__ import build_parser, main
 from sensorium_pipeline.config_defaults import fill_defaults, workflow_defaults
-from sensorium_pipeline.convert import convert_archive
-from sensorium_pipeline.store_writer import COMPRESSIONS, DEFAULT_COMPRESSION
-from sensorium_pipeline.store import ZARR_NAME
+from sensorium_pipeline.data.convert import convert_archive
+from sensorium_pipeline.data.store import ZARR_NAME
+from sensorium_pipeline.data.store_writer import COMPRESSIONS, DEFAULT_COMPRESSION
 
 ROOT = Path(__file__).resolve().parents[1]
 #: CLI option (dest) of each `conversion.*` key of the workflow config.
@@ -52,7 +52,7 @@ def test_store_writing_commands_default_to_the_workflow(command):
 
 def test_deeplake_ingest_writes_the_compression_it_is_given(tmp_path):
     pytest.importorskip("deeplake")
-    from sensorium_pipeline.deeplake_io import export_deeplake
+    from sensorium_pipeline.data.deeplake_io import export_deeplake
 
     archive = simulate_small(tmp_path / "archive")
     convert_archive(archive, tmp_path / "converted" / MOUSE, chunk_frames=16, verify_trials=0)

@@ -7,10 +7,10 @@ import pytest
 
 from factories import make_store
 from sensorium_pipeline.atomic import atomic_path, write_text_atomic
+from sensorium_pipeline.data.normalize import response_precision, usable_frames
+from sensorium_pipeline.data.store import open_mouse
 from sensorium_pipeline.errors import PredictionError, StoreError
-from sensorium_pipeline.normalize import response_precision, usable_frames
-from sensorium_pipeline.predictions import Predictions, load_predictions, save_predictions
-from sensorium_pipeline.store import open_mouse
+from sensorium_pipeline.scoring.predictions import Predictions, load_predictions, save_predictions
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):

@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sensorium_pipeline.archive import open_archive
-from sensorium_pipeline.convert import convert_archive
+from sensorium_pipeline.data.archive import open_archive
+from sensorium_pipeline.data.convert import convert_archive
+from sensorium_pipeline.data.store import HASH_COLUMNS, PHASH_COLUMN, STORE_FORMAT, TRIAL_COLUMNS, ZARR_NAME, open_mouse
+from sensorium_pipeline.data.store_writer import same_bits
 from sensorium_pipeline.errors import ArchiveError, ConfigError, StoreError
 from sensorium_pipeline.layout import MODALITIES, NO_FILES, STATISTICS, TIERS_MEMBER, UNIT_IDS_MEMBER, data_member
-from sensorium_pipeline.store import HASH_COLUMNS, PHASH_COLUMN, STORE_FORMAT, TRIAL_COLUMNS, ZARR_NAME, open_mouse
-from sensorium_pipeline.store_writer import same_bits
 from factories import MOUSE, captured_logs, flip_member_bytes, npy_bytes, rewrite_zip, simulate_small
 
 
@@ -306,7 +306,7 @@ def test_root_folder_must_be_named_like_the_zip(archive_path, tmp_path):
 
 def test_written_store_is_checked_against_the_archive(archive_path, tmp_path, monkeypatch):
     """A write that silently goes wrong is caught by the read-back, and nothing is left."""
-    from sensorium_pipeline import store_writer
+    from sensorium_pipeline.data import store_writer
 
     original = store_writer.ShardWriter.encode_chunk
 
@@ -343,7 +343,7 @@ def test_neuron_statistics_are_those_of_the_valid_train_frames(archive_path, con
 
 
 def test_median_sample_is_bounded_and_spread_over_the_trial():
-    from sensorium_pipeline.neuron_stats import sample_frames
+    from sensorium_pipeline.data.neuron_stats import sample_frames
 
     assert sample_frames(60, 12, budget=2048).tolist() == list(range(60))
     picked = sample_frames(300, 340, budget=2048)

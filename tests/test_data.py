@@ -11,12 +11,12 @@ import torch
 import zarr
 
 from factories import captured_logs, make_store, withhold_responses
-from sensorium_pipeline.placement import load_sources
-from sensorium_pipeline.sampler import WindowSampler, Windows, window_loader
-from sensorium_pipeline.sources import DeviceMouse, MouseData, ZarrMouse, iter_trials, load_mouse, open_lazy, span
+from sensorium_pipeline.data.normalize import behavior_scale, response_precision, video_normalizer
+from sensorium_pipeline.data.sources import DeviceMouse, MouseData, ZarrMouse, iter_trials, load_mouse, open_lazy, span
+from sensorium_pipeline.data.store import ZARR_NAME, open_mouse
 from sensorium_pipeline.errors import ConfigError, StoreError
-from sensorium_pipeline.normalize import behavior_scale, response_precision, video_normalizer
-from sensorium_pipeline.store import ZARR_NAME, open_mouse
+from sensorium_pipeline.training.placement import load_sources
+from sensorium_pipeline.training.sampler import WindowSampler, Windows, window_loader
 
 LABELLED = ("train", "oracle")
 
@@ -272,7 +272,7 @@ def test_raw_inputs_and_targets_are_the_archive_values_in_every_source(stores: l
 
 
 def test_withheld_tiers_are_left_out_of_the_labelled_tiers(tmp_path: Path) -> None:
-    from sensorium_pipeline.placement import released_tiers
+    from sensorium_pipeline.training.placement import released_tiers
 
     path = make_store(tmp_path / "m", seed=4)
     withhold_responses(path, ["final_test_main"])  # all zero, as the new mice's test tiers

@@ -18,11 +18,11 @@ from factories import MOUSE, make_store, simulate_small
 from test_workflow import ROOT, planned_jobs, run_snakemake
 
 from sensorium_pipeline.__main__ import main
-from sensorium_pipeline.convert import convert_archive
-from sensorium_pipeline.deeplake_url import DeepLakeError, dataset_path
-from sensorium_pipeline.store_writer import same_bits
+from sensorium_pipeline.data.convert import convert_archive
+from sensorium_pipeline.data.deeplake_url import DeepLakeError, dataset_path
+from sensorium_pipeline.data.store import NEURONS_NAME, TRIALS_NAME, ZARR_NAME, open_mouse
+from sensorium_pipeline.data.store_writer import same_bits
 from sensorium_pipeline.layout import MODALITIES
-from sensorium_pipeline.store import NEURONS_NAME, TRIALS_NAME, ZARR_NAME, open_mouse
 
 #: Attributes an ingest adds; every other store attribute comes through unchanged.
 INGEST_ATTRS = {"deeplake_source", "deeplake_io_version"}
@@ -43,7 +43,7 @@ def converted(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def exported(deeplake, converted, tmp_path_factory) -> Path:
-    from sensorium_pipeline.deeplake_io import export_deeplake
+    from sensorium_pipeline.data.deeplake_io import export_deeplake
 
     dest = tmp_path_factory.mktemp("exported") / MOUSE
     summary = export_deeplake(converted, dest)
@@ -99,7 +99,7 @@ def assert_same_store(a: Path, b: Path, *, layout: bool = True) -> None:
 
 
 def test_converted_store_round_trips_bit_for_bit(converted, exported, tmp_path):
-    from sensorium_pipeline.deeplake_io import ingest_deeplake
+    from sensorium_pipeline.data.deeplake_io import ingest_deeplake
 
     out = tmp_path / MOUSE
     summary = ingest_deeplake(f"deeplake:{exported}", out, mouse=MOUSE, chunk_frames=16)
@@ -129,7 +129,7 @@ def test_dataset_is_laid_out_like_the_competitions(deeplake, converted, exported
 
 
 def test_factory_store_round_trips_in_float64(deeplake, tmp_path):
-    from sensorium_pipeline.deeplake_io import export_deeplake, ingest_deeplake
+    from sensorium_pipeline.data.deeplake_io import export_deeplake, ingest_deeplake
 
     store = make_store(tmp_path / "a", valid_frames=[30, 40, 36, 25] * 4, t_pad=40)
     export_deeplake(store, tmp_path / "dataset")
@@ -163,7 +163,7 @@ def rewrite_dataset(deeplake, source: Path, dest: Path, *, drop=(), change=None,
 
 def test_unpadded_trials_are_padded_back(deeplake, converted, exported, tmp_path):
     """Samples cut before their NaN padding (as a competition dataset might hold them) ingest the same."""
-    from sensorium_pipeline.deeplake_io import ingest_deeplake
+    from sensorium_pipeline.data.deeplake_io import ingest_deeplake
 
     def unpadded(sample, time_axis):
         nan = np.isnan(np.moveaxis(sample, time_axis, 0)).reshape(sample.shape[time_axis], -1).all(axis=1)
@@ -192,7 +192,7 @@ def test_hub_urls_explain_the_retired_v3_api(url, tmp_path):
 
 
 def test_missing_column_names_dataset_and_column(deeplake, exported, tmp_path):
-    from sensorium_pipeline.deeplake_io import ingest_deeplake
+    from sensorium_pipeline.data.deeplake_io import ingest_deeplake
 
     broken = rewrite_dataset(deeplake, exported, tmp_path / "no_pupil", drop=("pupil_center",))
     with pytest.raises(DeepLakeError, match=rf"^{broken}: missing column\(s\) \['pupil_center'\]"):
@@ -201,7 +201,7 @@ def test_missing_column_names_dataset_and_column(deeplake, exported, tmp_path):
 
 
 def test_wrong_shape_names_dataset_column_and_row(deeplake, exported, tmp_path):
-    from sensorium_pipeline.deeplake_io import ingest_deeplake
+    from sensorium_pipeline.data.deeplake_io import ingest_deeplake
 
     def extra_neuron(row, sample):
         if row == 5:
@@ -215,7 +215,7 @@ def test_wrong_shape_names_dataset_column_and_row(deeplake, exported, tmp_path):
 
 
 def test_metadata_problems_name_the_key(deeplake, exported, tmp_path):
-    from sensorium_pipeline.deeplake_io import ingest_deeplake
+    from sensorium_pipeline.data.deeplake_io import ingest_deeplake
 
     ds = deeplake.open_read_only(str(exported))
     cases = {
@@ -252,7 +252,7 @@ def test_package_works_without_deeplake(tmp_path):
     code = (
         "import sys; sys.modules['deeplake'] = None\n"  # makes `import deeplake` raise ImportError
         "from sensorium_pipeline.__main__ import main\n"
-        "import sensorium_pipeline.deeplake_io\n"
+        "import sensorium_pipeline.data.deeplake_io\n"
         f"sys.exit(main(['deeplake-export', {str(tmp_path)!r}, {str(tmp_path / 'out')!r}]))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

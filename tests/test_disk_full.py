@@ -17,7 +17,7 @@ from factories import MOUSE, simulate_small
 
 _CHILD = """
 import json, os, sys
-from sensorium_pipeline.convert import convert_archive
+from sensorium_pipeline.data.convert import convert_archive
 from sensorium_pipeline.errors import StoreError
 archive, folder, compression, check = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
 try:

@@ -18,8 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from factories import captured_logs
 
-from sensorium_pipeline import download as download_module
-from sensorium_pipeline.download import download, read_checksum, write_checksum
+from sensorium_pipeline.data import download as download_module
+from sensorium_pipeline.data.download import download, read_checksum, write_checksum
 from sensorium_pipeline.errors import DownloadError
 
 DATA = random.Random(2023).randbytes(3 * (1 << 20) + 12345)

@@ -13,9 +13,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from sensorium_pipeline.sources import MouseData
-from sensorium_pipeline.losses import mice_poisson_loss, poisson_nll
+from sensorium_pipeline.data.sources import MouseData
 from sensorium_pipeline.models import ModelConfig, MouseMeta, build_model, load_trained
+from sensorium_pipeline.training.losses import mice_poisson_loss, poisson_nll
 from sensorium_pipeline.models.import_weights import (
     REFERENCE_MICE,
     WeightsError,
@@ -24,8 +24,8 @@ from sensorium_pipeline.models.import_weights import (
     read_checkpoint,
     reference_model,
 )
-from sensorium_pipeline.predict import default_stride, predict_windows
-from sensorium_pipeline.train import load_model_file
+from sensorium_pipeline.scoring.predict import default_stride, predict_windows
+from sensorium_pipeline.training.train import load_model_file
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests/data/dwiseneuro"

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from sensorium_pipeline.store import open_mouse
+from sensorium_pipeline.data.store import open_mouse
 from test_workflow import ROOT, run_snakemake
 
 TINY = ROOT / "tests/configs/tiny.yaml"

@@ -10,18 +10,18 @@ import pytest
 
 from factories import make_store, withhold_responses
 from sensorium_pipeline.errors import PredictionError
-from sensorium_pipeline.evaluate import (
+from sensorium_pipeline.scoring.evaluate import (
     NEURON_COLUMNS,
     evaluate,
     evaluate_mouse,
     normalized_targets,
     solutions_from_store,
 )
-from sensorium_pipeline.metrics import EvaluationWindow, correlation_to_average, single_trial_correlation
-from sensorium_pipeline.normalize import response_precision
-from sensorium_pipeline.predictions import Predictions, save_predictions
-from sensorium_pipeline.solutions import write_solutions
-from sensorium_pipeline.store import MouseStore, open_mouse
+from sensorium_pipeline.data.normalize import response_precision
+from sensorium_pipeline.data.store import MouseStore, open_mouse
+from sensorium_pipeline.scoring.metrics import EvaluationWindow, correlation_to_average, single_trial_correlation
+from sensorium_pipeline.scoring.predictions import Predictions, save_predictions
+from sensorium_pipeline.scoring.solutions import write_solutions
 
 WINDOW = EvaluationWindow(skip_first=4, max_frames=30, skip_last=1)  # frames 4..28 of 36 usable
 TIERS = ["train"] * 8 + ["oracle"] * 4 + ["live_test_main"] * 2 + ["final_test_main"] * 2 + ["live_test_bonus"] * 4

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from sensorium_pipeline.errors import ConfigError
-from sensorium_pipeline.folds import assign_folds, phash_groups, pooled_folds, split_rows, trial_groups
+from sensorium_pipeline.training.folds import assign_folds, phash_groups, pooled_folds, split_rows, trial_groups
 
 
 def test_trial_groups_join_trials_that_share_any_label():
@@ -69,9 +69,9 @@ def test_folds_are_balanced_and_split_every_labelled_trial_once():
 def test_training_folds_read_the_stores_hashes_and_fall_back_to_exact_repeats(tmp_path):
     from factories import captured_logs, make_store
 
-    from sensorium_pipeline.placement import load_sources
-    from sensorium_pipeline.folds import fold_rows
-    from sensorium_pipeline.store import TRIALS_NAME
+    from sensorium_pipeline.training.placement import load_sources
+    from sensorium_pipeline.training.folds import fold_rows
+    from sensorium_pipeline.data.store import TRIALS_NAME
 
     stores = [make_store(tmp_path / "a", mouse="mouse-a", seed=1), make_store(tmp_path / "b", mouse="mouse-b", seed=2)]
     data = load_sources(stores, mode="ram")

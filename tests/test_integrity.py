@@ -14,12 +14,12 @@ import pytest
 
 from factories import MOUSE, simulate_small
 from sensorium_pipeline.__main__ import main
-from sensorium_pipeline.convert import convert_archive
-from sensorium_pipeline.sources import load_mouse, open_lazy
+from sensorium_pipeline.data.convert import convert_archive
+from sensorium_pipeline.data.integrity import verify_store
+from sensorium_pipeline.data.sources import load_mouse, open_lazy
+from sensorium_pipeline.data.store import HASH_COLUMNS, TRIALS_NAME, ZARR_NAME, open_mouse, row_digest, storage_keys
 from sensorium_pipeline.errors import StoreError
-from sensorium_pipeline.integrity import verify_store
 from sensorium_pipeline.layout import LABELLED_TIERS, MODALITIES
-from sensorium_pipeline.store import HASH_COLUMNS, TRIALS_NAME, ZARR_NAME, open_mouse, row_digest, storage_keys
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,13 @@ import sys
 import time
 from pathlib import Path
 
-from sensorium_pipeline.store import open_mouse
+from sensorium_pipeline.data.store import open_mouse
 from factories import MOUSE, simulate_small
 
 _CONVERT = """
 import sys, time
-from sensorium_pipeline import convert, store_writer
+from sensorium_pipeline.data import convert
+from sensorium_pipeline.data import store_writer
 original = store_writer._write_one
 def slow(*args):
     print("trial", flush=True)
@@ -43,7 +44,7 @@ def test_killed_conversion_leaves_no_store_and_a_rerun_succeeds(tmp_path):
     leftovers = list(out.parent.glob(f".{MOUSE}.tmp-*"))
     assert len(leftovers) == 1 and (leftovers[0] / "store.zarr").is_dir()
 
-    from sensorium_pipeline.convert import convert_archive
+    from sensorium_pipeline.data.convert import convert_archive
 
     convert_archive(archive, out, verify_trials=2)
     assert open_mouse(out).trials["trial_id"].size == 42

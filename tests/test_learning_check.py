@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sensorium_pipeline.learning_check import learning_warning, metrics_warnings
+from sensorium_pipeline.training.learning_check import learning_warning, metrics_warnings
 
 
 def _history(scores):

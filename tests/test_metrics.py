@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sensorium_pipeline import metrics
 from sensorium_pipeline.errors import ConfigError
-from sensorium_pipeline.metrics import (
+from sensorium_pipeline.scoring import metrics
+from sensorium_pipeline.scoring.metrics import (
     EvaluationWindow,
     corr,
     correlation_to_average,

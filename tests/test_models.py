@@ -33,7 +33,7 @@ from sensorium_pipeline.models.config import (
 )
 from sensorium_pipeline.models.dwiseneuro import WHOLE_WINDOW, CortexBlock, DwiseNeuroCore, DwiseNeuroReadout
 from sensorium_pipeline.models.readouts import FactorizedReadout, translate
-from sensorium_pipeline.train import load_model_file
+from sensorium_pipeline.training.train import load_model_file
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_FILES = sorted((ROOT / "config/models").glob("*.yaml")) + sorted((ROOT / "tests/configs/models").glob("*.yaml"))

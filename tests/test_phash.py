@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sensorium_pipeline.folds import phash_groups
-from sensorium_pipeline.phash import hamming, video_phash
+from sensorium_pipeline.data.phash import hamming, video_phash
 from sensorium_pipeline.simulate.stimuli import FAMILIES, NATURAL, make_stimulus
+from sensorium_pipeline.training.folds import phash_groups
 
 FAMILY_NAMES = (NATURAL, *FAMILIES)
 #: The documented default of `training.phash_distance` (config/README.md).

@@ -11,11 +11,11 @@ import numpy as np
 import torch
 from factories import make_store
 
+from sensorium_pipeline.data.normalize import response_precision
+from sensorium_pipeline.data.store import open_mouse
 from sensorium_pipeline.models import MouseMeta, build_model, save_trained
-from sensorium_pipeline.normalize import response_precision
-from sensorium_pipeline.predict import default_stride, predict_mouse
-from sensorium_pipeline.store import open_mouse
-from sensorium_pipeline.train import load_model_file
+from sensorium_pipeline.scoring.predict import default_stride, predict_mouse
+from sensorium_pipeline.training.train import load_model_file
 
 ROOT = Path(__file__).resolve().parents[1]
 

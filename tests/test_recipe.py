@@ -11,11 +11,11 @@ import torch
 
 from factories import captured_logs, make_store, withhold_responses
 from sensorium_pipeline.errors import ConfigError
-from sensorium_pipeline.placement import load_sources
-from sensorium_pipeline.sampler import WindowSampler
-from sensorium_pipeline.distill import DistillConfig, Teacher
 from sensorium_pipeline.models import ModelConfig, MouseMeta, build_model, load_trained, save_trained
-from sensorium_pipeline.train import (
+from sensorium_pipeline.training.distill import DistillConfig, Teacher
+from sensorium_pipeline.training.placement import load_sources
+from sensorium_pipeline.training.sampler import WindowSampler
+from sensorium_pipeline.training.train import (
     CHECKPOINT_NAME,
     TrainConfig,
     _micro_batch,
@@ -253,8 +253,8 @@ def test_a_corrupt_checkpoint_is_moved_aside_and_the_fold_starts_afresh(stores, 
 
 
 def test_target_clip_lowers_each_neurons_bursts_to_its_multiple_of_the_mean_and_nothing_else(stores, tmp_path):
-    from sensorium_pipeline.cutmix import CutMixPlan
-    from sensorium_pipeline.train import _targets
+    from sensorium_pipeline.training.cutmix import CutMixPlan
+    from sensorium_pipeline.training.train import _targets
 
     sources = load_sources(stores, mode="ram", targets="raw")
     source = sources["mouse-a"]
@@ -279,7 +279,7 @@ def test_target_clip_lowers_each_neurons_bursts_to_its_multiple_of_the_mean_and_
 
 
 def test_the_gaussian_position_networks_learn_at_their_own_rate(stores):
-    from sensorium_pipeline.train import _optimizer
+    from sensorium_pipeline.training.train import _optimizer
 
     config = ModelConfig.from_dict({**MODEL.to_dict(), "readout": {"type": "gaussian", "init_sigma": 0.1}})
     sources = load_sources(stores, mode="ram")

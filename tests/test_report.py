@@ -15,11 +15,11 @@ from matplotlib.image import imread
 
 from factories import make_store
 from sensorium_pipeline.__main__ import build_parser, main
-from sensorium_pipeline.evaluate import normalized_targets, solutions_from_store
-from sensorium_pipeline.metrics import EvaluationWindow
-from sensorium_pipeline.predictions import Predictions, save_predictions
+from sensorium_pipeline.data.store import open_mouse
 from sensorium_pipeline.report import inputs, plots, tables, versions
-from sensorium_pipeline.store import open_mouse
+from sensorium_pipeline.scoring.evaluate import normalized_targets, solutions_from_store
+from sensorium_pipeline.scoring.metrics import EvaluationWindow
+from sensorium_pipeline.scoring.predictions import Predictions, save_predictions
 
 MIN_STD = 0.02  # of RGB values in [0, 1]: a plot with lines and text is far above, a blank one is 0
 MIN_COLOURS = 8
@@ -295,7 +295,7 @@ def test_the_command_line_report_names_a_results_folder_without_scores(tmp_path,
 
 
 def test_data_table_shows_the_response_scale_beside_the_ceiling():
-    from sensorium_pipeline.response_stats import ResponseStatistics
+    from sensorium_pipeline.data.response_stats import ResponseStatistics
 
     def stats(mouse, ceiling):
         return ResponseStatistics(

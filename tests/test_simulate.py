@@ -12,13 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 from factories import small_config
 
-from sensorium_pipeline.convert import convert_archive
-from sensorium_pipeline.response_stats import response_statistics
+from sensorium_pipeline.data.convert import convert_archive
+from sensorium_pipeline.data.response_stats import response_statistics
+from sensorium_pipeline.data.store import open_mouse
+from sensorium_pipeline.scoring.solutions import read_solutions, write_solutions
 from sensorium_pipeline.simulate import spool, statistics
 from sensorium_pipeline.simulate.config import REPEATED_TIERS
 from sensorium_pipeline.simulate.generate import simulate_mouse
-from sensorium_pipeline.solutions import read_solutions, write_solutions
-from sensorium_pipeline.store import open_mouse
 
 
 def _rows(n: int) -> list[dict]:
@@ -94,7 +94,7 @@ def test_memory_does_not_grow_with_the_number_of_trials(tmp_path, monkeypatch):
     ("module", "owner", "attribute", "after"),
     [
         ("sensorium_pipeline.simulate.population", "Population", "sample", 20),  # a scored trial (main thread)
-        ("sensorium_pipeline.archive", "ArchiveWriter", "add_trial", 30),  # a scored trial's members (writer thread)
+        ("sensorium_pipeline.data.archive", "ArchiveWriter", "add_trial", 30),  # a scored trial's members (writer thread)
         ("sensorium_pipeline.simulate.statistics", None, "_nanmedian", 1),  # the statistics (their own thread)
     ],
 )

@@ -13,11 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from factories import make_store
+from sensorium_pipeline.data.store import MouseStore, open_mouse
 from sensorium_pipeline.errors import PredictionError, SubmissionError
-from sensorium_pipeline.metrics import EvaluationWindow
-from sensorium_pipeline.predictions import Predictions
-from sensorium_pipeline.store import MouseStore, open_mouse
-from sensorium_pipeline.submission import COLUMNS, SCHEMA, validate_submission, write_submission
+from sensorium_pipeline.scoring.metrics import EvaluationWindow
+from sensorium_pipeline.scoring.predictions import Predictions
+from sensorium_pipeline.scoring.submission import COLUMNS, SCHEMA, validate_submission, write_submission
 
 WINDOW = EvaluationWindow(skip_first=4, max_frames=40, skip_last=1)
 MAIN = "main_track.zip"

@@ -12,16 +12,16 @@ import pytest
 import torch
 
 from factories import captured_logs, make_store
-from sensorium_pipeline.cutmix import CutMixPlan
-from sensorium_pipeline.placement import load_sources
-from sensorium_pipeline.sampler import WindowSampler
-from sensorium_pipeline.distill import DistillConfig, Teacher
-from sensorium_pipeline.ema import ModelEma
 from sensorium_pipeline.errors import ConfigError, PathError
-from sensorium_pipeline.folds import assign_folds, split_rows
 from sensorium_pipeline.models import ModelConfig, build_model, load_trained
-from sensorium_pipeline.predict import predict_mouse, predict_windows, window_starts
-from sensorium_pipeline.train import METRIC_COLUMNS, TrainConfig, load_model_file, lr_at, poisson_loss, train
+from sensorium_pipeline.scoring.predict import predict_mouse, predict_windows, window_starts
+from sensorium_pipeline.training.cutmix import CutMixPlan
+from sensorium_pipeline.training.distill import DistillConfig, Teacher
+from sensorium_pipeline.training.ema import ModelEma
+from sensorium_pipeline.training.folds import assign_folds, split_rows
+from sensorium_pipeline.training.placement import load_sources
+from sensorium_pipeline.training.sampler import WindowSampler
+from sensorium_pipeline.training.train import METRIC_COLUMNS, TrainConfig, load_model_file, lr_at, poisson_loss, train
 
 MODEL = ModelConfig.from_dict(
     {

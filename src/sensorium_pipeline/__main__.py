@@ -35,7 +35,7 @@ def _print(data: Any) -> None:
 
 
 def _inspect_archive(path: Path) -> dict[str, Any]:
-    from .archive import open_archive
+    from .data.archive import open_archive
 
     with open_archive(path) as archive:
         tiers = archive.tiers
@@ -52,8 +52,8 @@ def _inspect_archive(path: Path) -> dict[str, Any]:
 
 
 def _inspect_store(path: Path) -> dict[str, Any]:
-    from .integrity import shard_report
-    from .store import open_mouse
+    from .data.integrity import shard_report
+    from .data.store import open_mouse
 
     store = open_mouse(path)
     trials = store.trials
@@ -80,7 +80,7 @@ def _inspect_store(path: Path) -> dict[str, Any]:
 def _inspect_predictions(path: Path) -> dict[str, Any]:
     import numpy as np
 
-    from .predictions import load_predictions
+    from .scoring.predictions import load_predictions
 
     preds = load_predictions(path)
     tiers, counts = np.unique(preds.tiers, return_counts=True)
@@ -105,7 +105,7 @@ def cmd_inspect(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
-    from .integrity import verify_store
+    from .data.integrity import verify_store
 
     return verify_store(args.store)
 
@@ -128,7 +128,7 @@ def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_convert(args: argparse.Namespace) -> dict[str, Any]:
-    from .convert import convert_archive
+    from .data.convert import convert_archive
 
     return convert_archive(
         args.archive,
@@ -142,7 +142,7 @@ def cmd_convert(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_deeplake_export(args: argparse.Namespace) -> dict[str, Any]:
-    from .deeplake_io import export_deeplake
+    from .data.deeplake_io import export_deeplake
 
     return export_deeplake(
         args.store, args.dest, verify_trials=args.verify_trials
@@ -150,7 +150,7 @@ def cmd_deeplake_export(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_deeplake_ingest(args: argparse.Namespace) -> dict[str, Any]:
-    from .deeplake_io import ingest_deeplake
+    from .data.deeplake_io import ingest_deeplake
 
     return ingest_deeplake(
         args.source,
@@ -164,20 +164,20 @@ def cmd_deeplake_ingest(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _stores(paths: Sequence[str]) -> dict[str, Any]:
-    from .store import open_mouse
+    from .data.store import open_mouse
 
     stores = [open_mouse(p) for p in paths]
     return {store.mouse: store for store in stores}
 
 
 def _window(args: argparse.Namespace):
-    from .metrics import EvaluationWindow
+    from .scoring.metrics import EvaluationWindow
 
     return EvaluationWindow(skip_first=args.skip_first, max_frames=args.max_frames, skip_last=args.skip_last)
 
 
 def cmd_validate(args: argparse.Namespace) -> dict[str, Any]:
-    from .submission import validate_submission
+    from .scoring.submission import validate_submission
 
     stores = _stores(args.store)
     validate_submission(args.submission, stores, _window(args), csv_fallback=not args.no_csv)
@@ -187,15 +187,15 @@ def cmd_validate(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
     import tempfile
 
-    from .evaluate import evaluate
     from .layout import SCORED_TIERS
-    from .predictions import load_predictions
+    from .scoring.evaluate import evaluate
+    from .scoring.predictions import load_predictions
 
     stores = _stores(args.store)
     predictions = {load_predictions(p).mouse: p for p in args.predictions}
     solutions = {}
     for path in args.solutions or []:
-        from .solutions import read_solutions
+        from .scoring.solutions import read_solutions
 
         mice = set(read_solutions(path)["mouse"])
         solutions.update({mouse: path for mouse in mice})
@@ -259,7 +259,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
 
 
 def _add_window(parser: argparse.ArgumentParser) -> None:
-    from .metrics import EvaluationWindow
+    from .scoring.metrics import EvaluationWindow
 
     w = EvaluationWindow()
     parser.add_argument("--skip-first", type=int, default=w.skip_first,
@@ -271,7 +271,7 @@ def _add_window(parser: argparse.ArgumentParser) -> None:
 
 def _add_store_options(parser: argparse.ArgumentParser, *, source: str, workers: bool) -> None:
     """The ``conversion.*`` options of a store-writing command, with the writer's defaults."""
-    from .store_writer import COMPRESSIONS, STORE_DTYPES, StoreOptions
+    from .data.store_writer import COMPRESSIONS, STORE_DTYPES, StoreOptions
 
     o = StoreOptions()
     parser.add_argument("--dtype", choices=STORE_DTYPES, default=o.dtype, help=f"dtype of the stored arrays ({o.dtype})")
@@ -345,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("store", help="a converted mouse, e.g. results/data/<mouse>")
     p.add_argument("dest", help="dataset folder to create, e.g. results/deeplake/<mouse>")
-    from .store_writer import StoreOptions
+    from .data.store_writer import StoreOptions
 
     p.add_argument("--verify-trials", type=int, default=StoreOptions.verify_trials,
                    help=f"rows read back and compared with the store ({StoreOptions.verify_trials})")

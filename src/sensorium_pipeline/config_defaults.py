@@ -42,13 +42,13 @@ def field_defaults(cls: type, *names: str) -> dict[str, Any]:
 
 def workflow_defaults() -> dict[str, dict[str, Any]]:
     """``{section: {key: default}}`` of the config keys the library owns."""
-    from .distill import DistillConfig
-    from .download import download
-    from .evaluate import evaluate_mouse
-    from .metrics import EvaluationWindow
-    from .predict import predict_mouse
-    from .store_writer import StoreOptions
-    from .train import TrainConfig, train
+    from .data.download import download
+    from .data.store_writer import StoreOptions
+    from .scoring.evaluate import evaluate_mouse
+    from .scoring.metrics import EvaluationWindow
+    from .scoring.predict import predict_mouse
+    from .training.distill import DistillConfig
+    from .training.train import TrainConfig, train
 
     training = {
         **field_defaults(TrainConfig, "seed", "threads", "device"),

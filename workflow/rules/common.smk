@@ -18,11 +18,11 @@ fill_defaults(config)
 validate(config, schema="../schemas/config.schema.yaml")
 
 from sensorium_pipeline import __version__ as CODE_VERSION  # noqa: E402  (a code change re-runs the rules that use it)
-from sensorium_pipeline.download import local_path  # noqa: E402
-from sensorium_pipeline.deeplake_url import dataset_path, is_deeplake_url, is_retired_url, retired_error  # noqa: E402
+from sensorium_pipeline.data.download import local_path  # noqa: E402
+from sensorium_pipeline.data.deeplake_url import dataset_path, is_deeplake_url, is_retired_url, retired_error  # noqa: E402
 from sensorium_pipeline.errors import ConfigError  # noqa: E402
 # imports torch: the model YAMLs are checked with the typed configs the train job uses
-from sensorium_pipeline.train import load_model_file  # noqa: E402
+from sensorium_pipeline.training.train import load_model_file  # noqa: E402
 
 MICE = [m["name"] for m in config["mice"]]
 MOUSE = {m["name"]: m for m in config["mice"]}

@@ -1,7 +1,7 @@
 # Archive (zip) -> validated, chunked Zarr store + trials/neurons tables, per-neuron train
-# statistics and perceptual video hashes (see src/sensorium_pipeline/convert.py).
+# statistics and perceptual video hashes (see src/sensorium_pipeline/data/convert.py).
 
-from sensorium_pipeline.store_writer import CONVERTER_VERSION  # noqa: E402  (a new store format rebuilds stores)
+from sensorium_pipeline.data.store_writer import CONVERTER_VERSION  # noqa: E402  (a new store format rebuilds stores)
 
 
 rule convert:

@@ -373,7 +373,7 @@ def import_checkpoint(
 
 def store_meta(store: str | Path) -> MouseMeta:
     """A mouse's neurons (unit ids, coordinates) as our converted store has them."""
-    from ..store import open_mouse
+    from ..data.store import open_mouse
 
     mouse = open_mouse(store)
     return MouseMeta(mouse.mouse, np.asarray(mouse.unit_ids), np.asarray(mouse.coordinates))

@@ -196,7 +196,7 @@ class SensoriumModel(nn.Module):
         mix: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """The shared part: input stack and core (and feature dropout), once for windows of any
-        mice. ``mix`` (CutMix, :mod:`sensorium_pipeline.cutmix`) maps the stacked input
+        mice. ``mix`` (CutMix, :mod:`sensorium_pipeline.training.cutmix`) maps the stacked input
         ``(B, C, T, h, w)`` to the one the core sees (it may drop windows: CutMix partners)."""
         x = self.inputs(video, behavior, pupil_center)
         if mix is not None:

@@ -17,7 +17,7 @@ from typing import Any
 from .. import paths
 from ..atomic import write_text_atomic
 from ..errors import PathError
-from ..metrics import EvaluationWindow
+from ..scoring.metrics import EvaluationWindow
 from . import plots
 from .inputs import ENSEMBLE, load_metrics, load_neurons, load_scores, load_traces, pick_tier
 from .tables import scores_html

@@ -35,7 +35,7 @@ def entry_order(entries: Sequence[str]) -> list[str]:
 
 
 def load_scores(paths: Mapping[str, str | Path]) -> dict[str, dict[str, Any]]:
-    """``{entry: scores JSON}`` (the structure :func:`sensorium_pipeline.evaluate.evaluate` writes)."""
+    """``{entry: scores JSON}`` (the structure :func:`sensorium_pipeline.scoring.evaluate.evaluate` writes)."""
     out = {}
     for entry, path in paths.items():
         try:
@@ -140,10 +140,10 @@ def load_traces(
     Recorded traces come from ``solutions`` when given (simulated mice), else from the
     responses the store releases; both in the official normalised units the scores use.
     """
-    from ..evaluate import normalized_targets, solutions_from_store
-    from ..predictions import load_predictions
-    from ..solutions import read_solutions
-    from ..store import open_mouse
+    from ..data.store import open_mouse
+    from ..scoring.evaluate import normalized_targets, solutions_from_store
+    from ..scoring.predictions import load_predictions
+    from ..scoring.solutions import read_solutions
 
     mouse_store = open_mouse(store)
     tier = pick_tier(neurons)

@@ -99,9 +99,9 @@ def scores_html(scores: Mapping[str, Mapping[str, Any]], title: str = "Scores") 
 
 
 def data_html(statistics: Sequence[Any]) -> str:
-    """The response scale of every mouse (:class:`~sensorium_pipeline.response_stats.ResponseStatistics`)
+    """The response scale of every mouse (:class:`~sensorium_pipeline.data.response_stats.ResponseStatistics`)
     beside its noise ceiling: what the models are fitting, at a glance."""
-    from ..response_stats import QUANTILES
+    from ..data.response_stats import QUANTILES
 
     names = ["median" if q == 0.5 else f"q{round(q * 100)}" for q in QUANTILES]
     header = [

@@ -228,7 +228,7 @@ def simulate_mouse(config: SimulationConfig, archive_path: str | Path, solutions
     Both files appear only when complete: the archive writer renames its temporary file on
     a clean exit, and the solutions (completed just before) are removed if that fails.
     """
-    from ..archive import ArchiveWriter  # the format owner; imported late so the model is usable alone
+    from ..data.archive import ArchiveWriter  # the format owner; imported late so the model is usable alone
 
     archive_path, solutions_path = Path(archive_path), Path(solutions_path)
     if archive_path.suffix != ".zip" or archive_path.stem != config.mouse:

@@ -8,7 +8,7 @@ nothing that grows with the number of trials stays in memory:
   count in the process's resident memory until the kernel drops them, the pages of a plain
   file only in the OS cache.
 * :class:`SolutionsStream` writes the solutions table a few rows at a time, as row groups of
-  one Parquet file (each built by :func:`sensorium_pipeline.solutions.solutions_table`).
+  one Parquet file (each built by :func:`sensorium_pipeline.scoring.solutions.solutions_table`).
 * :class:`OrderedWorker` runs the writes of one trial on a background thread while the next
   trial is computed.
 """
@@ -27,7 +27,7 @@ from typing import Self
 import numpy as np
 import pyarrow.parquet as pq
 
-from ..solutions import SCHEMA, solutions_table
+from ..scoring.solutions import SCHEMA, solutions_table
 
 #: Raw bytes of the solution rows buffered before they are written as one row group.
 ROW_GROUP_BYTES = 64 * 2**20

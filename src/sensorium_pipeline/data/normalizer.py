@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ConfigError
-from .layout import INPUTS
+from ..errors import ConfigError
+from ..layout import INPUTS
 from .normalize import behavior_scale, response_precision, video_normalizer
 from .store import MouseStore
+
 #: What the responses are: ``normalized`` (x the official per-frame precision) or ``raw`` (as
 #: recorded; the training loss clips them at 0, validation multiplies by the precision).
 TARGETS: tuple[str, ...] = ("normalized", "raw")

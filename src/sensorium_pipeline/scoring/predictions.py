@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from .atomic import atomic_path
-from .errors import PredictionError
+from ..atomic import atomic_path
+from ..errors import PredictionError
 
 PREDICTIONS_FORMAT = "sensorium-pipeline/predictions/v1"
 

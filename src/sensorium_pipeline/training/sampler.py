@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from .sources import Batch, DeviceMouse, MouseData, WindowSource, ZarrMouse, span
+from ..data.sources import Batch, DeviceMouse, MouseData, WindowSource, ZarrMouse, span
 
 
 @dataclass(frozen=True)

@@ -52,9 +52,9 @@ import pandas as pd
 import zarr
 from zarr.codecs import BloscCodec
 
-from .atomic import atomic_path, remove_stale_temporaries
-from .errors import ConfigError, SensoriumError, StoreError
-from .layout import MODALITIES, STATISTICS, TEST_TIERS, TRAIN, VIDEO_HEIGHT, VIDEO_WIDTH
+from ..atomic import atomic_path, remove_stale_temporaries
+from ..errors import ConfigError, SensoriumError, StoreError
+from ..layout import MODALITIES, STATISTICS, TEST_TIERS, TRAIN, VIDEO_HEIGHT, VIDEO_WIDTH
 from .neuron_stats import MEDIAN_SAMPLES, NeuronStatistics, TrialAccumulator, TrialMoments, sample_frames
 from .phash import video_phash
 from .shards import ShardWriter

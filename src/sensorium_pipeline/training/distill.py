@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import ConfigError
-from .models import load_trained
+from ..errors import ConfigError
+from ..models import load_trained
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Targets are the solutions' raw responses put through the official per-frame normalisation
 (docs/data-format.md) over each trial's usable frames; predictions are already in those units. Both are
-cut by the same :class:`~sensorium_pipeline.metrics.EvaluationWindow`.
+cut by the same :class:`~sensorium_pipeline.scoring.metrics.EvaluationWindow`.
 
 Per mouse and tier: single-trial correlation (mean over neurons), correlation to average,
 mean FEVE over neurons with FEV >= 0.15 (and their count) and, where the solutions carry the
@@ -28,9 +28,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_path, write_text_atomic
-from .errors import ConfigError, PredictionError
-from .layout import BONUS_TIERS, FINAL_BONUS, FINAL_MAIN, LIVE_BONUS, LIVE_MAIN, SCORED_TIERS, TIERS
+from ..atomic import atomic_path, write_text_atomic
+from ..data.normalize import response_precision
+from ..data.store import MouseStore, open_mouse
+from ..errors import ConfigError, PredictionError
+from ..layout import BONUS_TIERS, FINAL_BONUS, FINAL_MAIN, LIVE_BONUS, LIVE_MAIN, SCORED_TIERS, TIERS
 from .metrics import (
     FEV_THRESHOLD,
     EvaluationWindow,
@@ -38,10 +40,8 @@ from .metrics import (
     fev_feve,
     single_trial_correlation,
 )
-from .normalize import response_precision
 from .predictions import Predictions, load_predictions
 from .solutions import SOLUTION_COLUMNS, SolutionsError, read_solutions
-from .store import MouseStore, open_mouse
 
 logger = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import ConfigError, StoreError
-from .layout import LABELLED_TIERS, MAX_FRAMES
-from .normalizer import check_options
-from .sources import DeviceMouse, MouseData, Selection, TrialMetadata, ZarrMouse, load_mouse, open_lazy
-from .store import MouseStore, open_mouse
+from ..data.normalizer import check_options
+from ..data.sources import DeviceMouse, MouseData, Selection, TrialMetadata, ZarrMouse, load_mouse, open_lazy
+from ..data.store import MouseStore, open_mouse
+from ..errors import ConfigError, StoreError
+from ..layout import LABELLED_TIERS, MAX_FRAMES
 
 logger = logging.getLogger(__name__)
 

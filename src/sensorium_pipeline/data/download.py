@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from . import __version__
-from .atomic import write_text_atomic
-from .errors import DownloadError
+from .. import __version__
+from ..atomic import write_text_atomic
+from ..errors import DownloadError
 
 logger = logging.getLogger(__name__)
 

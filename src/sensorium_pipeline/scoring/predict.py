@@ -30,14 +30,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .devices import resolve_device
-from .errors import ConfigError, PredictionError
-from .layout import SCORED_TIERS
-from .models import load_trained
-from .normalize import response_precision
+from ..data.normalize import response_precision
+from ..data.sources import WindowSource, load_mouse
+from ..data.store import open_mouse
+from ..devices import resolve_device
+from ..errors import ConfigError, PredictionError
+from ..layout import SCORED_TIERS
+from ..models import load_trained
 from .predictions import Predictions
-from .sources import WindowSource, load_mouse
-from .store import open_mouse
 
 logger = logging.getLogger(__name__)
 

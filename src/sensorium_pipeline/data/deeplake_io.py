@@ -38,10 +38,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_path, remove_stale_temporaries
+from ..atomic import atomic_path, remove_stale_temporaries
+from ..errors import SensoriumError
+from ..layout import MODALITIES, STATISTICS, TIERS
 from .deeplake_url import DeepLakeError, dataset_path
-from .errors import SensoriumError
-from .layout import MODALITIES, STATISTICS, TIERS
 from .store import MouseStore, open_mouse
 from .store_writer import DEFAULT_COMPRESSION, StoreOptions, frame_shape, same_bits, verify_rows, write_store
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 #: Neurons processed at once (memory only; results do not depend on it).
 NEURON_BLOCK = 2048

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import StoreError
-from .layout import MODALITIES
+from ..errors import StoreError
+from ..layout import MODALITIES
 from .store import HASH_COLUMNS, REPAIR, TRIALS_NAME, ZARR_NAME, MouseStore, missing_rows, open_mouse, row_digest
 
 logger = logging.getLogger(__name__)

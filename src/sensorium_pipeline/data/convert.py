@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import ArchiveError
+from ..layout import MODALITIES, STATISTICS, statistic_member
 from .archive import Archive, open_archive
-from .errors import ArchiveError
-from .layout import MODALITIES, STATISTICS, statistic_member
 from .response_stats import response_statistics
 from .store import open_mouse
 from .store_writer import DEFAULT_COMPRESSION, StoreOptions, time_major, write_store

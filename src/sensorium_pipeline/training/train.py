@@ -37,24 +37,24 @@ import numpy as np
 import torch
 import yaml
 
-from .atomic import atomic_path, write_text_atomic
+from ..atomic import atomic_path, write_text_atomic
+from ..data.normalizer import TARGETS
+from ..data.sources import Batch, WindowSource
+from ..devices import DEVICES, resolve_device
+from ..errors import ConfigError, PathError
+from ..layout import LABELLED_TIERS, TEST_TIERS, TIERS, VIDEO_HEIGHT, VIDEO_WIDTH
+from ..models import ModelConfig, MouseMeta, build_model, save_trained
+from ..models.config import reject_unknown
+from ..scoring.metrics import corr
+from ..scoring.predict import predict_windows
 from .cutmix import CutMixPlan
-from .devices import DEVICES, resolve_device
 from .distill import DistillConfig, Teacher, other_mice
 from .ema import ModelEma
-from .errors import ConfigError, PathError
 from .folds import fold_rows
-from .layout import LABELLED_TIERS, TEST_TIERS, TIERS, VIDEO_HEIGHT, VIDEO_WIDTH
 from .learning_check import learning_warning
 from .losses import POISSON_EPS, poisson_nll
-from .metrics import corr
-from .models import ModelConfig, MouseMeta, build_model, save_trained
-from .models.config import reject_unknown
-from .normalizer import TARGETS
 from .placement import MODES, load_sources, released_tiers
-from .predict import predict_windows
-from .sampler import BATCHINGS, WindowSampler, Windows
-from .sources import Batch, WindowSource
+from .sampler import BATCHINGS, Windows, WindowSampler
 
 logger = logging.getLogger(__name__)
 

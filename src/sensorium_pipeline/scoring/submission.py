@@ -37,13 +37,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .archive import ZIP_DATE_TIME
-from .atomic import atomic_path
-from .errors import PredictionError, SubmissionError
-from .layout import FINAL_BONUS, FINAL_MAIN, LIVE_BONUS, LIVE_MAIN, TEST_TIERS
+from ..atomic import atomic_path
+from ..data.archive import ZIP_DATE_TIME
+from ..data.store import MouseStore
+from ..errors import PredictionError, SubmissionError
+from ..layout import FINAL_BONUS, FINAL_MAIN, LIVE_BONUS, LIVE_MAIN, TEST_TIERS
 from .metrics import EvaluationWindow
 from .predictions import Predictions
-from .store import MouseStore
 
 #: Zip archive → {member at its root → tier}.
 ZIPS: dict[str, dict[str, str]] = {

@@ -51,8 +51,8 @@ import numpy as np
 import pandas as pd
 import zarr
 
-from .errors import StoreError
-from .layout import MAX_FRAMES, MODALITIES, STATISTICS, TIERS
+from ..errors import StoreError
+from ..layout import MAX_FRAMES, MODALITIES, STATISTICS, TIERS
 from .normalize import usable_frames
 
 STORE_FORMAT = "sensorium-pipeline/store/v1"

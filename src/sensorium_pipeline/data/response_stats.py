@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .layout import TRAIN
+from ..layout import TRAIN
 from .store import MouseStore
 
 #: Quantiles over neurons reported for each per-neuron statistic.

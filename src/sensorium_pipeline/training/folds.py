@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .errors import ConfigError, StoreError
-from .layout import LABELLED_TIERS
-from .phash import BITS, hamming
-from .store import open_mouse
+from ..data.phash import BITS, hamming
+from ..data.store import open_mouse
+from ..errors import ConfigError, StoreError
+from ..layout import LABELLED_TIERS
 
 if TYPE_CHECKING:
-    from .sources import WindowSource
+    from ..data.sources import WindowSource
 
 logger = logging.getLogger(__name__)
 

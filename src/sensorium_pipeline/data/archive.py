@@ -40,9 +40,9 @@ try:  # the same CRC-32 as zlib's, an order of magnitude faster (SIMD)
 except ImportError:  # pragma: no cover - isal is a pinned dependency; zlib gives the same values
     from zlib import crc32
 
-from .atomic import atomic_path
-from .errors import ArchiveError
-from .layout import (
+from ..atomic import atomic_path
+from ..errors import ArchiveError
+from ..layout import (
     COORDINATES_MEMBER,
     MODALITIES,
     NO_FILES,

@@ -27,8 +27,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .atomic import atomic_path
-from .errors import PathError
+from ..atomic import atomic_path
+from ..errors import PathError
 
 SOLUTION_COLUMNS = (
     "mouse",

@@ -30,8 +30,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from .errors import ConfigError, StoreError
-from .layout import MAX_FRAMES, TIERS
+from ..errors import ConfigError, StoreError
+from ..layout import MAX_FRAMES, TIERS
 from .normalizer import Normalizer
 from .store import MouseStore, open_mouse
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import PathError
+from ..errors import PathError
 
 #: Config ``url`` prefix of a mouse whose store is ingested from a Deep Lake dataset.
 URL_PREFIX = "deeplake:"
@@ -40,7 +40,7 @@ def retired_error(url: str) -> DeepLakeError:
         "Deep Lake v3 API, which deeplake 4 cannot read. Download the official zip archives instead "
         "(the https://gin.g-node.org/pollytur/... URLs in config/sensorium2023.yaml), or convert the "
         "dataset with deeplake 3 first (pip install 'deeplake<4') into a local Deep Lake 4 folder laid "
-        "out as sensorium_pipeline.deeplake_io describes, and give it as url: 'deeplake:<folder>'",
+        "out as sensorium_pipeline.data.deeplake_io describes, and give it as url: 'deeplake:<folder>'",
     )
 
 

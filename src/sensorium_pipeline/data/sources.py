@@ -105,6 +105,34 @@ class Selection:
     def length(self) -> int:
         return int(self.n_frames.max()) if len(self.n_frames) else 0
 
+    def metadata(self, mouse: MouseStore) -> dict[str, Any]:
+        """The :data:`METADATA` fields of a source of these trials of ``mouse``."""
+        return {
+            "mouse": mouse.mouse, "path": mouse.path, "trial_ids": self.trial_ids, "tiers": self.tiers,
+            "stimulus_groups": self.stimulus_groups, "n_frames": self.n_frames, "unit_ids": mouse.unit_ids,
+            "coordinates": mouse.coordinates,
+        }  # fmt: skip
+
+
+#: The trial and neuron metadata every source carries (:class:`TrialMetadata`).
+METADATA: tuple[str, ...] = (
+    "mouse", "path", "trial_ids", "tiers", "stimulus_groups", "n_frames", "unit_ids", "coordinates"
+)  # fmt: skip
+
+
+def _selected(
+    store: str | Path | MouseStore, tiers: Sequence[str], max_frames: int, inputs: str, targets: str
+) -> tuple[MouseStore, Selection, Normalizer]:
+    """The store, its trials of ``tiers`` with usable frames, and their normaliser."""
+    mouse = store if isinstance(store, MouseStore) else open_mouse(store)
+    sel = Selection.of(mouse, tiers, max_frames)
+    return mouse, sel, Normalizer.of(mouse, sel.length, inputs=inputs, targets=targets)
+
+
+def _check_finite(mouse: MouseStore, name: str, values: np.ndarray) -> None:
+    if not np.all(np.isfinite(values)):
+        raise StoreError(mouse.path, f"{name}: non-finite values inside the usable frames after normalisation")
+
 
 def _cut(
     array: np.ndarray, rows: np.ndarray, starts: np.ndarray, length: int, step: int, pin_memory: bool = False
@@ -118,8 +146,11 @@ def _cut(
     return tensor
 
 
+@dataclass(kw_only=True)
 class TrialMetadata:
-    """Trial and neuron metadata every source has (rows index the selected trials)."""
+    """Trial and neuron metadata every source has (rows index the selected trials). Every
+    source also has ``precision``: (T, N) float32, the official per-frame response precision
+    (raw targets are scored x it)."""
 
     mouse: str
     path: Path
@@ -129,8 +160,6 @@ class TrialMetadata:
     n_frames: np.ndarray  # (n,) int64, usable frames
     unit_ids: np.ndarray  # (N,) int64
     coordinates: np.ndarray  # (N, 3) float64, µm
-    #: (T, N) float32: the official per-frame response precision (raw targets are scored x it)
-    precision: np.ndarray | None
 
     def _windows(
         self, rows: Sequence[int] | np.ndarray, starts: Sequence[int] | np.ndarray, length: int, step: int
@@ -171,22 +200,14 @@ class WindowSource(Protocol):
 # --- the whole mouse in RAM ----------------------------------------------------------------
 
 
-@dataclass
+@dataclass(kw_only=True)
 class MouseData(TrialMetadata):
     """Normalised trials of one mouse (rows sorted by trial id), time-first, held in RAM."""
 
-    mouse: str
-    path: Path
-    trial_ids: np.ndarray
-    tiers: np.ndarray
-    stimulus_groups: np.ndarray
-    n_frames: np.ndarray
     videos: np.ndarray  # (n, T, H, W) float16
     behavior: np.ndarray  # (n, T, 2) float32
     pupil_center: np.ndarray  # (n, T, 2) float32
     responses: np.ndarray | None  # (n, T, N) float32 or float16, None when not loaded
-    unit_ids: np.ndarray
-    coordinates: np.ndarray
     precision: np.ndarray | None = None
 
     @property
@@ -224,18 +245,11 @@ class MouseData(TrialMetadata):
         """The same compact arrays as tensors on ``device`` (one copy, then windows are cut there)."""
         move = lambda a: None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
         return DeviceMouse(
-            mouse=self.mouse,
-            path=self.path,
-            trial_ids=self.trial_ids,
-            tiers=self.tiers,
-            stimulus_groups=self.stimulus_groups,
-            n_frames=self.n_frames,
+            **{name: getattr(self, name) for name in METADATA},
             videos=move(self.videos),
             behavior=move(self.behavior),
             pupil_center=move(self.pupil_center),
             responses=move(self.responses),
-            unit_ids=self.unit_ids,
-            coordinates=self.coordinates,
             precision=self.precision,
         )
 
@@ -256,7 +270,7 @@ def load_mouse(
     *,
     responses: bool = True,
     max_frames: int = MAX_FRAMES,
-    response_dtype: str = "float32",
+    response_dtype: str = RESPONSE_DTYPES[0],
     inputs: str = "official",
     targets: str = "normalized",
 ) -> MouseData:
@@ -270,10 +284,8 @@ def load_mouse(
     """
     if response_dtype not in RESPONSE_DTYPES:
         raise ConfigError(f"response_dtype: {response_dtype!r} is not one of {list(RESPONSE_DTYPES)}")
-    mouse = store if isinstance(store, MouseStore) else open_mouse(store)
-    sel = Selection.of(mouse, tiers, max_frames)
+    mouse, sel, norm = _selected(store, tiers, max_frames, inputs, targets)
     length = sel.length
-    norm = Normalizer.of(mouse, length, inputs=inputs, targets=targets)
     n, n_neurons = len(sel.store_rows), mouse.n_neurons
     height, width = mouse.array("videos").shape[2:]
     held = {
@@ -288,26 +300,18 @@ def load_mouse(
         frames = slice(0, int(t))
         for name, target in held.items():
             values = norm.apply(name, sources[name][row, frames], frames)
-            if not np.all(np.isfinite(values)):
-                raise StoreError(mouse.path, f"{name}: non-finite values inside the usable frames after normalisation")
+            _check_finite(mouse, name, values)
             if target.dtype == np.float16 and np.abs(values).max(initial=0.0) > _FLOAT16_MAX:
                 raise StoreError(
                     mouse.path, f"{name}: normalised values of row {row} exceed float16's range (hold them as float32)"
                 )
             target[i, frames] = values
     return MouseData(
-        mouse=mouse.mouse,
-        path=mouse.path,
-        trial_ids=sel.trial_ids,
-        tiers=sel.tiers,
-        stimulus_groups=sel.stimulus_groups,
-        n_frames=sel.n_frames,
+        **sel.metadata(mouse),
         videos=held["videos"],
         behavior=held["behavior"],
         pupil_center=held["pupil_center"],
         responses=held.get("responses"),
-        unit_ids=mouse.unit_ids,
-        coordinates=mouse.coordinates,
         precision=norm.precision,
     )
 
@@ -315,22 +319,14 @@ def load_mouse(
 # --- the whole mouse on the GPU ------------------------------------------------------------
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DeviceMouse(TrialMetadata):
     """:class:`MouseData`'s compact arrays as tensors on a device; windows are gathered there."""
 
-    mouse: str
-    path: Path
-    trial_ids: np.ndarray
-    tiers: np.ndarray
-    stimulus_groups: np.ndarray
-    n_frames: np.ndarray
     videos: torch.Tensor  # (n, T, H, W) float16
     behavior: torch.Tensor
     pupil_center: torch.Tensor
     responses: torch.Tensor | None
-    unit_ids: np.ndarray
-    coordinates: np.ndarray
     precision: np.ndarray | None = None
 
     @property
@@ -362,7 +358,7 @@ class DeviceMouse(TrialMetadata):
 # --- lazily read from Zarr -----------------------------------------------------------------
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ZarrMouse(TrialMetadata):
     """A mouse read window by window from its Zarr store, normalised on the fly.
 
@@ -373,15 +369,7 @@ class ZarrMouse(TrialMetadata):
     small and no handle is ever shared between processes.
     """
 
-    mouse: str
-    path: Path
     store_rows: np.ndarray
-    trial_ids: np.ndarray
-    tiers: np.ndarray
-    stimulus_groups: np.ndarray
-    n_frames: np.ndarray
-    unit_ids: np.ndarray
-    coordinates: np.ndarray
     normalizer: Normalizer
     held: dict[str, np.ndarray]  # behavior, pupil_center: (n, T, 2) float32, normalised
     responses: bool = True
@@ -443,28 +431,18 @@ def open_lazy(
     """A :class:`ZarrMouse` of the trials of ``tiers`` (reads metadata, statistics and the two tiny
     modalities now; videos and responses window by window later); ``inputs``/``targets`` as
     :func:`load_mouse`."""
-    mouse = store if isinstance(store, MouseStore) else open_mouse(store)
-    sel = Selection.of(mouse, tiers, max_frames)
-    normalizer = Normalizer.of(mouse, sel.length, inputs=inputs, targets=targets)
+    mouse, sel, normalizer = _selected(store, tiers, max_frames, inputs, targets)
     held = {}
     for name in ("behavior", "pupil_center"):
         raw = np.asarray(mouse.array(name)[...])[sel.store_rows]
         values = np.zeros((len(sel.store_rows), sel.length, 2), dtype=np.float32)
         for i, t in enumerate(sel.n_frames):
             normalizer.apply(name, raw[i, :t], slice(0, int(t)), out=values[i, :t])
-        if not np.all(np.isfinite(values)):
-            raise StoreError(mouse.path, f"{name}: non-finite values inside the usable frames after normalisation")
+        _check_finite(mouse, name, values)
         held[name] = values
     return ZarrMouse(
-        mouse=mouse.mouse,
-        path=mouse.path,
+        **sel.metadata(mouse),
         store_rows=sel.store_rows,
-        trial_ids=sel.trial_ids,
-        tiers=sel.tiers,
-        stimulus_groups=sel.stimulus_groups,
-        n_frames=sel.n_frames,
-        unit_ids=mouse.unit_ids,
-        coordinates=mouse.coordinates,
         normalizer=normalizer,
         held=held,
         responses=responses,

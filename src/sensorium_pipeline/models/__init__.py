@@ -128,15 +128,21 @@ def save_trained(
         torch.save(payload, tmp)
 
 
+def read_torch_file(path: Path, error: type[PathError], missing: str, what: str) -> Any:
+    """The payload of a ``torch.save`` file, loaded without running any code from it; a missing
+    or unreadable file raises ``error`` naming the path (``missing``; ``cannot read the <what>``)."""
+    if not path.is_file():
+        raise error(path, missing)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise error(path, f"cannot read the {what}: {exc}") from exc
+
+
 def load_trained(path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
     """Rebuild a model saved by :func:`save_trained` on ``device``, in eval mode."""
     path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(path, "no trained model here (run the train step)")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelFileError(path, f"cannot read the model file: {exc}") from exc
+    payload = read_torch_file(path, ModelFileError, "no trained model here (run the train step)", "model file")
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise ModelFileError(path, f"not a trained model of format {MODEL_FORMAT!r}")
     config = ModelConfig.from_dict(payload["model_config"])

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, PathError
+from . import read_torch_file
 from .config import DwiseNeuroCoreConfig, DwiseNeuroReadoutConfig, ModelConfig, MouseMeta
 from .model import SensoriumModel
 
@@ -71,12 +72,7 @@ def fold_checkpoint(experiment_dir: str | Path, fold: int) -> Path:
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """``(params, state_dict)`` of a reference checkpoint (loaded without running any code from it)."""
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(path, "no checkpoint file here")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(path, f"cannot read the checkpoint: {exc}") from exc
+    payload = read_torch_file(path, WeightsError, "no checkpoint file here", "checkpoint")
     if not isinstance(payload, Mapping) or not {"params", "nn_state_dict"} <= set(payload):
         raise WeightsError(path, "not a reference checkpoint (expected the keys 'params' and 'nn_state_dict')")
     return dict(payload["params"]), dict(payload["nn_state_dict"])

@@ -32,6 +32,7 @@ import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -294,6 +295,22 @@ def _row_matrix(cell: pa.ListScalar) -> np.ndarray | None:
     return flat.reshape(len(rows), int(lengths[0]))
 
 
+def _admit(
+    key: Any, seen: dict[Any, None], expected: Mapping[Any, Any], problems: _Problems, where: str | Path, *,
+    duplicate: str, extra: str,
+) -> bool:
+    """Record a row's key in ``seen`` (in row order); ``False``, with the problem noted, when
+    an earlier row had it (``duplicate``) or it is not one the stores expect (``extra``)."""
+    if key in seen:
+        problems.add(where, duplicate)
+        return False
+    seen[key] = None
+    if key not in expected:
+        problems.add(where, extra)
+        return False
+    return True
+
+
 def _check_parquet(
     label: str,
     path: Path,
@@ -320,7 +337,7 @@ def _check_parquet(
         problems.add(label, f"column {column!r} holds {_type_name(found)}, expected {COLUMN_TYPES[column]}")
     if wrong:
         return
-    seen: set[tuple[str, int]] = set()
+    seen: dict[tuple[str, int], None] = {}
     for batch in parquet.iter_batches(batch_size=BATCH_TRIALS, columns=list(COLUMNS)):
         mice = batch.column("mouse").to_pylist()
         trial_ids = batch.column("trial_indices").to_pylist()
@@ -330,12 +347,8 @@ def _check_parquet(
                 continue
             key = (mouse, trial_id)
             where = f"mouse {mouse} trial {trial_id}"
-            if key in seen:
-                problems.add(label, f"{where}: duplicate (mouse, trial) row")
-                continue
-            seen.add(key)
-            if key not in expected:
-                problems.add(label, f"{where}: extra row (not a {tier} trial of the stores)")
+            if not _admit(key, seen, expected, problems, label, duplicate=f"{where}: duplicate (mouse, trial) row",
+                          extra=f"{where}: extra row (not a {tier} trial of the stores)"):
                 continue
             mouse_key, t_eval = expected[key]
             ids_cell = batch.column("neuron_ids")[i]
@@ -358,7 +371,7 @@ def _check_parquet(
                 problems.add(label, f"{where}: prediction holds non-finite values")
                 continue
             digests[(tier, mouse_key, trial_id)] = _digest(matrix)
-    missing = sorted(set(expected) - seen)
+    missing = sorted(set(expected) - set(seen))
     if missing:
         problems.add(label, f"{len(missing)} missing (mouse, trial) row(s): {missing[:10]}")
 
@@ -413,7 +426,7 @@ def _check_csv(
         problems.add(path, "missing")
         return
     shapes = {t: (n_neurons, t_eval) for t, _, t_eval in trials}
-    seen: list[int] = []
+    seen: dict[int, None] = {}  # trial ids in the order of the rows
     with _csv_field_limit(), open(path, newline="", encoding="utf-8") as stream:
         reader = csv.reader(stream)
         header = next(reader, None)
@@ -429,12 +442,8 @@ def _check_csv(
                 problems.add(path, f"line {line}: file_name {record[0]!r} is not '<trial id>.npy'")
                 continue
             trial_id = int(match.group(1))
-            if trial_id in seen:
-                problems.add(path, f"line {line}: duplicate trial {trial_id}")
-                continue
-            seen.append(trial_id)
-            if trial_id not in shapes:
-                problems.add(path, f"line {line}: trial {trial_id} is not a {tier} trial of the store")
+            if not _admit(trial_id, seen, shapes, problems, path, duplicate=f"line {line}: duplicate trial {trial_id}",
+                          extra=f"line {line}: trial {trial_id} is not a {tier} trial of the store"):
                 continue
             try:
                 matrix = np.asarray(json.loads(record[1]), dtype=np.float32)
@@ -447,7 +456,7 @@ def _check_csv(
             reference = digests.get((tier, mouse_key, trial_id))
             if reference is not None and _digest(matrix) != reference:
                 problems.add(path, f"line {line} (trial {trial_id}): values differ from the Parquet prediction")
-    if seen != sorted(seen):
+    if list(seen) != sorted(seen):
         problems.add(path, "rows are not sorted by trial id")
     missing = sorted(set(shapes) - set(seen))
     if missing:

@@ -17,7 +17,16 @@ import numpy as np
 import torch
 
 from ..data.normalizer import check_options
-from ..data.sources import DeviceMouse, MouseData, Selection, TrialMetadata, ZarrMouse, load_mouse, open_lazy
+from ..data.sources import (
+    RESPONSE_DTYPES,
+    DeviceMouse,
+    MouseData,
+    Selection,
+    TrialMetadata,
+    ZarrMouse,
+    load_mouse,
+    open_lazy,
+)
 from ..data.store import MouseStore, open_mouse
 from ..errors import ConfigError, StoreError
 from ..layout import LABELLED_TIERS, MAX_FRAMES
@@ -30,8 +39,10 @@ MODES: tuple[str, ...] = ("auto", "ram", "device", "lazy")
 MEMORY_FRACTION = 0.6
 
 
-def held_bytes(store: str | Path | MouseStore, tiers: Sequence[str], *, response_dtype: str = "float32",
-               max_frames: int = MAX_FRAMES) -> int:
+def held_bytes(
+    store: str | Path | MouseStore, tiers: Sequence[str], *, response_dtype: str = RESPONSE_DTYPES[0],
+    max_frames: int = MAX_FRAMES,
+) -> int:
     """Bytes :func:`load_mouse` would hold for these tiers (read from the metadata only)."""
     mouse = store if isinstance(store, MouseStore) else open_mouse(store)
     sel = Selection.of(mouse, tiers, max_frames)
@@ -88,7 +99,7 @@ def load_sources(
     *,
     mode: str = "auto",
     device: torch.device | str = "cpu",
-    response_dtype: str = "float32",
+    response_dtype: str = RESPONSE_DTYPES[0],
     max_frames: int = MAX_FRAMES,
     memory_fraction: float = MEMORY_FRACTION,
     inputs: str = "official",

@@ -169,3 +169,21 @@ def test_the_easy_preset_keeps_the_earlier_forgiving_mouse(tmp_path):
     stats = response_statistics(store)
     assert stats.mean[1] < 1.0 and stats.std[1] < 2.0 and stats.largest < 100 and stats.negative_fraction == 0
     assert summary["noise_ceiling"] >= 0.55
+
+
+def test_a_realistic_scan_field_sees_a_fifth_of_the_screen_and_the_easy_one_all_of_it():
+    from sensorium_pipeline.layout import VIDEO_HEIGHT, VIDEO_WIDTH
+    from sensorium_pipeline.simulate.population import make_population
+
+    for seed in range(5):
+        realistic = make_population(np.random.default_rng(seed), 400, realistic=True).rf_center
+        easy = make_population(np.random.default_rng(seed), 400, realistic=False).rf_center
+        # the middle 90 % of the receptive-field centres, as a fraction of the screen, per axis
+        def extent(centres):
+            low, high = np.quantile(centres, [0.05, 0.95], axis=0)
+            return (high - low) / np.array([VIDEO_HEIGHT, VIDEO_WIDTH])
+        assert np.all(extent(realistic) < 0.35) and np.all(extent(realistic) > 0.1)
+        assert np.all(extent(easy) > 0.5)
+        # every field lies inside the screen, its middle inside the central half
+        middle = realistic.mean(axis=0) / np.array([VIDEO_HEIGHT, VIDEO_WIDTH])
+        assert np.all((middle > 0.2) & (middle < 0.8))

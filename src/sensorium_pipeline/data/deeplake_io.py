@@ -53,7 +53,7 @@ COLUMNS: tuple[str, ...] = (*MODALITIES, ID_COLUMN)
 #: Metadata an ingest cannot do without.
 REQUIRED_METADATA: tuple[str, ...] = ("neuron_ids", "cell_motor_coordinates", "statistics", "trial_ids", "tiers")
 #: Bump when ingest or export change what they write.
-DEEPLAKE_IO_VERSION = 1
+DEEPLAKE_IO_VERSION = 2  # 2: written by store_writer, shard keys c.<row>.0.0 as a converted store
 _BATCH_TRIALS = 8
 #: Dimensions of each column's samples: videos (1, T, 36, 64), the others (C, T).
 _DIMENSIONS = {"videos": 4, "responses": 2, "behavior": 2, "pupil_center": 2}

@@ -182,12 +182,9 @@ class TrainConfig:
             raise ConfigError(f"training.targets: {self.targets!r} is not one of {list(TARGETS)}")
         if self.batching not in BATCHINGS:
             raise ConfigError(f"training.batching: {self.batching!r} is not one of {list(BATCHINGS)}")
-        if isinstance(self.position_lr_scale, bool) or not isinstance(self.position_lr_scale, int | float) \
-                or not self.position_lr_scale > 0:
-            raise ConfigError(f"training.position_lr_scale: expected a positive number, got {self.position_lr_scale!r}")
-        clip = self.target_clip
-        if clip is not None and (isinstance(clip, bool) or not isinstance(clip, int | float) or not clip > 0):
-            raise ConfigError(f"training.target_clip: expected a positive number or null, got {clip!r}")
+        _check_positive("position_lr_scale", self.position_lr_scale)
+        if self.target_clip is not None:
+            _check_positive("target_clip", self.target_clip, " or null")
         threshold = self.improvement_threshold
         if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int | float)
                                       or threshold < 0):
@@ -195,8 +192,7 @@ class TrainConfig:
         for name in ("mixed_precision", "deterministic", "restore_best", "ema_warmup"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"training.{name}: expected true or false, got {getattr(self, name)!r}")
-        if not self.lr > 0:
-            raise ConfigError(f"training.lr: expected a positive number, got {self.lr!r}")
+        _check_positive("lr", self.lr)
         if self.scheduler not in SCHEDULERS:
             raise ConfigError(f"training.scheduler: {self.scheduler!r} is not one of {list(SCHEDULERS)}")
         if self.device not in DEVICES:
@@ -208,6 +204,11 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _check_positive(name: str, value: Any, alternative: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigError(f"training.{name}: expected a positive number{alternative}, got {value!r}")
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
@@ -436,7 +437,7 @@ def _targets(plan: CutMixPlan, batch: Batch, skip: int, ceiling: torch.Tensor | 
     mouse's ``ceiling`` per neuron (``training.target_clip``), CutMixed."""
     responses = batch.responses.float().clamp_min(0.0)
     if ceiling is not None:
-        responses = torch.minimum(responses, ceiling.to(responses.device))
+        responses = torch.minimum(responses, ceiling)
     return plan.targets(responses)[:, skip:]
 
 
@@ -770,7 +771,8 @@ def train(
         frame_size=model.inputs.output_size(VIDEO_HEIGHT, VIDEO_WIDTH), rng=augment_rng, mice=mice,
         trials={m: len(r) for m, r in train_rows.items()}, teacher=teacher, distill=distill,
         ceilings={} if cfg.target_clip is None else {
-            m.name: torch.as_tensor(cfg.target_clip * m.mean_response, dtype=torch.float32) for m in metas},
+            m.name: torch.as_tensor(cfg.target_clip * m.mean_response, dtype=torch.float32, device=device)
+            for m in metas},
     )
 
     extra = {"fold_grouping": fold_grouping, "phash_distance": phash_distance if fold_grouping == "phash" else None,

@@ -292,3 +292,24 @@ def test_the_gaussian_position_networks_learn_at_their_own_rate(stores):
     assert sum(n for _, n in rates) == len(list(model.parameters()))
     with pytest.raises(ConfigError, match="position_lr_scale"):
         TrainConfig(position_lr_scale=0)
+
+
+def test_prepare_model_sees_the_built_model_before_its_optimiser(stores, tmp_path):
+    """A diagnostic can pin weights (here every readout bias) before training starts: they stay
+    as set while the rest of the model learns."""
+    seen = []
+
+    def pin_biases(model):
+        for readout in model.readouts.values():
+            readout.bias.data.fill_(0.25)
+            readout.bias.requires_grad_(False)
+        seen.append(model)
+
+    with captured_logs():
+        train(stores, MODEL, TrainConfig(**BASE), fold=0, n_folds=2, out_model=tmp_path / "model.pt",
+              out_metrics_csv=tmp_path / "metrics.csv", checkpoint_dir=tmp_path / "checkpoints",
+              labelled_tiers=("train", "oracle"), prepare_model=pin_biases)
+    assert len(seen) == 1
+    trained = load_trained(tmp_path / "model.pt").model
+    for readout in trained.readouts.values():
+        assert torch.all(readout.bias == 0.25)

@@ -167,8 +167,12 @@ class SensoriumModel(nn.Module):
         """The model sees every ``frame_step``-th frame of a trial."""
         return int(self.config.frame_step)
 
+    def readout(self, mouse: str) -> nn.Module:
+        """``mouse``'s readout (for inspection, e.g. a Gaussian readout's positions)."""
+        return self.readouts[self._key(mouse)]
+
     def n_neurons(self, mouse: str) -> int:
-        return self.readouts[self._key(mouse)].n_neurons
+        return self.readout(mouse).n_neurons
 
     def readout_l1(self, mouse: str) -> torch.Tensor:
         """Sparsity penalty of the mouse's readout (its ``l1``: weights summed per neuron, mean over neurons)."""

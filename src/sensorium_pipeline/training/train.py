@@ -697,6 +697,7 @@ def train(
     teachers: Sequence[str | Path] = (),
     distillation: DistillConfig | None = None,
     labelled_tiers: Sequence[str] = LABELLED_TIERS,
+    prepare_model: Callable[[torch.nn.Module], None] | None = None,
 ) -> dict:
     """Train ``model_config`` on fold ``fold`` of ``n_folds`` of the mice of ``store_dirs``;
     returns a summary.
@@ -705,7 +706,9 @@ def train(
     :func:`folds.fold_rows`) of every mouse and trains on the rest, over the ``labelled_tiers``
     whose responses each archive releases (withheld, all-zero tiers are left out). ``teachers``
     (first-stage model files of the same fold) switch distillation on. Each epoch's log line is
-    written after its checkpoint.
+    written after its checkpoint. ``prepare_model`` (diagnostics, e.g. readout positions pinned
+    to known receptive fields) is called on the freshly built model, before the optimiser is
+    made and before a checkpoint is restored; a resumed run must pass the same one.
     """
     cfg = train_config
     unknown = sorted(set(labelled_tiers) - set(TIERS))
@@ -749,7 +752,10 @@ def train(
 
     model_seed, sampler_seed, augment_seed = _seeds(cfg.seed, fold)
     torch.manual_seed(model_seed)
-    model = build_model(model_config, metas).to(device)
+    model = build_model(model_config, metas)
+    if prepare_model is not None:
+        prepare_model(model)
+    model = model.to(device)
     ema = ModelEma(model, cfg.ema_decay, warmup=cfg.ema_warmup) if cfg.ema_decay > 0 else None
     skip = _loss_skip(model, cfg)
     sampler = WindowSampler(

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import subprocess
 import sys
 from pathlib import Path
 
@@ -35,6 +34,9 @@ from sensorium_pipeline.models.readouts import GaussianReadout  # noqa: E402
 from sensorium_pipeline.simulate.config import SimulationConfig  # noqa: E402
 from sensorium_pipeline.simulate.generate import build_population  # noqa: E402
 from sensorium_pipeline.training.train import load_model_file, train  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from model_quality import _run as run_dag  # noqa: E402  (the benchmark DAG's one snakemake call)
 
 
 class PinnedPositions(torch.nn.Module):
@@ -69,11 +71,9 @@ def true_grid(rf_center: np.ndarray, downsample: int, lost: int) -> np.ndarray:
 def _stores(configfile: Path, workdir: Path, config: dict, cores: int) -> list[Path]:
     mice = [m["name"] for m in config["mice"]]
     stores = [workdir / "results" / "data" / m for m in mice]
-    if not all(s.exists() for s in stores):
-        targets = [f"results/data/{m}" for m in mice]
-        subprocess.run([sys.executable, "-m", "snakemake", *targets, "--cores", str(cores), "-s",
-                        str(ROOT / "workflow" / "Snakefile"), "-d", str(workdir), "--configfile",
-                        str(configfile.resolve())], check=True)
+    if not all(s.exists() for s in stores) and not run_dag(
+            workdir, configfile.resolve(), [f"results/data/{m}" for m in mice], str(cores)):
+        raise SystemExit("gaussian_positions: converting the benchmark mice failed")
     return stores
 
 

@@ -295,8 +295,8 @@ def test_the_gaussian_position_networks_learn_at_their_own_rate(stores):
 
 
 def test_prepare_model_sees_the_built_model_before_its_optimiser(stores, tmp_path):
-    """A diagnostic can pin weights (here every readout bias) before training starts: they stay
-    as set while the rest of the model learns."""
+    """A diagnostic can pin weights (here every readout bias) once, on the built model, before
+    training starts: the trained model keeps them as set."""
     seen = []
 
     def pin_biases(model):
